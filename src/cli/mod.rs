@@ -1,0 +1,181 @@
+//! The command line: clap structs, and one function per command mapping them onto the
+//! library. `anyhow` lives here and in `main.rs` only.
+
+use crate::config::Config;
+use crate::content::{FsStore, check, gc};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about = "A registry-native plugin marketplace for AisOpsFlow")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the embedded OCI Distribution 1.1 registry.
+    Serve(ServeArgs),
+    /// Delete unreferenced blobs and referrers whose subject is gone.
+    Gc(GcArgs),
+    /// Check every blob, link, tag and referrer entry of a store.
+    Fsck(FsckArgs),
+    /// Hash a password for `[[auth.accounts]]` (reads it from standard input).
+    HashPassword,
+    /// Measure a registry: blob push/pull MB/s, manifest GET/PUT requests/s.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded store.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The configuration: file, then environment and flags over it.
+    fn load(&self) -> Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            c.server.data_dir = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on (default 127.0.0.1:5000).
+    #[arg(long, env = "BERTH_LISTEN")]
+    pub listen: Option<String>,
+    /// Allow anonymous pushes from any address when no accounts are configured, and
+    /// listening on a non-loopback address without accounts.
+    #[arg(long)]
+    pub no_protected_mode: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave anything younger than this alone (e.g. 30s, 15m, 1h).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Rebuild the referrers index from the manifests before checking.
+    #[arg(long)]
+    pub rebuild_referrers: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Serve(a) => {
+            let mut c = a.store.load()?;
+            if let Some(l) = a.listen {
+                c.server.listen = l;
+            }
+            if a.no_protected_mode {
+                c.server.protected_mode = false;
+            }
+            crate::registry::server::run(&c).await?;
+            Ok(0)
+        }
+        Command::Gc(a) => {
+            let c = a.store.load()?;
+            let store = FsStore::open(&c.server.data_dir)?;
+            let opts = gc::GcOptions { grace: a.grace, dry_run: a.dry_run };
+            let r = tokio::task::spawn_blocking(move || gc::gc(&store, &opts)).await??;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let verb = if r.dry_run { "would delete" } else { "deleted" };
+                for o in &r.orphaned_referrers {
+                    println!("{verb} orphaned referrer {o}");
+                }
+                for b in &r.blobs_deleted {
+                    println!("{verb} blob {b}");
+                }
+                println!(
+                    "{verb} {} blobs ({} bytes) and {} orphaned referrers; kept {} blobs; removed {} links, {} stale uploads",
+                    r.blobs_deleted.len(),
+                    r.bytes_freed,
+                    r.orphaned_referrers.len(),
+                    r.blobs_kept,
+                    r.links_removed,
+                    r.uploads_removed
+                );
+            }
+            Ok(0)
+        }
+        Command::Fsck(a) => {
+            let c = a.store.load()?;
+            let store = FsStore::open(&c.server.data_dir)?;
+            let rebuild = a.rebuild_referrers;
+            let r = tokio::task::spawn_blocking(move || -> Result<check::CheckReport> {
+                if rebuild {
+                    let n = store.rebuild_referrers()?;
+                    eprintln!("rebuilt referrers index: {n} entries");
+                }
+                Ok(check::check(&store)?)
+            })
+            .await??;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for p in &r.problems {
+                    println!("problem: {p}");
+                }
+                println!(
+                    "checked {} blobs ({} bytes), {} repositories, {} manifests, {} tags, {} referrers; {} uploads in progress; {}",
+                    r.blobs_checked,
+                    r.bytes_checked,
+                    r.repositories,
+                    r.manifests,
+                    r.tags,
+                    r.referrers,
+                    r.uploads_in_progress,
+                    if r.is_clean() { "clean".to_string() } else { format!("{} problems", r.problems.len()) }
+                );
+            }
+            Ok(if r.is_clean() { 0 } else { 1 })
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!pw.is_empty(), "the password read from standard input is empty");
+            println!("{}", crate::registry::auth::hash_password(pw).map_err(anyhow::Error::msg)?);
+            Ok(0)
+        }
+        Command::Bench(a) => {
+            let json = a.json;
+            let report = crate::bench::run(a).await?;
+            crate::bench::print_report(&report, json);
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! berth: a registry-native plugin marketplace.
+//!
+//! A plugin is a signed OCI image; everything known about it is an OCI 1.1 referrer
+//! artifact stored next to the image digest in an ordinary OCI registry. This crate holds
+//! the data plane (content stores and the embedded OCI Distribution 1.1 registry) and,
+//! as they land, the planes above it. See `DESIGN.md` in the shared folder for the map.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod oci;
+pub mod registry;

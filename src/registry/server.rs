@@ -1,0 +1,108 @@
+//! Starting the registry from a [`Config`]: open the store, load or create the token
+//! key, start webhook delivery, bind, serve until shut down.
+
+use super::auth::{Auth, AuthSettings};
+use super::events::Events;
+use super::{Registry, router};
+use crate::config::{Config, ConfigError};
+use crate::content::{ContentError, FsStore};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening the store: {0}")]
+    Store(#[from] ContentError),
+    #[error("token key {path}: {source}")]
+    Key { path: String, source: std::io::Error },
+    #[error("listening on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Reads the token signing key, creating a random one (mode 0600) on first start.
+fn token_key(path: &Path) -> Result<Vec<u8>, ServeError> {
+    let err = |source| ServeError::Key { path: path.display().to_string(), source };
+    match std::fs::read(path) {
+        Ok(k) if k.len() >= 32 => return Ok(k),
+        Ok(_) => return Err(err(std::io::Error::other("key is shorter than 32 bytes"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let key: [u8; 32] = rand::random();
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        f.write_all(&key).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(key.to_vec())
+}
+
+/// Builds the registry `config` describes (validating it first).
+pub fn open(config: &Config) -> Result<Arc<Registry>, ServeError> {
+    config.validate()?;
+    let store = FsStore::open(&config.server.data_dir)?;
+    let key_path = config.auth.token_key_file.clone().unwrap_or_else(|| config.server.data_dir.join("token.key"));
+    let key = token_key(&key_path)?;
+    let auth = Auth::new(
+        AuthSettings {
+            accounts: config.auth.accounts.clone(),
+            anonymous_pull: config.auth.anonymous_pull,
+            protected_mode: config.server.protected_mode,
+            token_ttl: Duration::from_secs(config.auth.token_ttl_seconds),
+            realm: config.server.public_url.as_ref().map(|u| format!("{}/token", u.trim_end_matches('/'))),
+            service: "berth".to_string(),
+        },
+        key,
+    );
+    let events = Events::new(config.server.listen.clone());
+    Ok(Arc::new(Registry { store, auth, events }))
+}
+
+/// Serves `registry` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = router(registry).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve)
+}
+
+/// Opens, binds and serves per `config` until SIGINT or SIGTERM. Prints the bound address.
+pub async fn run(config: &Config) -> Result<(), ServeError> {
+    let registry = open(config)?;
+    registry.events.spawn_webhooks(&config.notifications.endpoints);
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("berth registry listening on http://{local} (data in {})", config.server.data_dir.display());
+    serve(listener, registry, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

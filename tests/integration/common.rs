@@ -1,0 +1,210 @@
+//! Shared harness: start berth (in-process or as a child process) on 127.0.0.1:0 over a
+//! temporary data directory, and small helpers that speak the distribution API.
+
+#![allow(dead_code)]
+
+use berth::config::Config;
+use berth::oci::Digest;
+use berth::registry::Registry;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const EMPTY: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+/// A berth server running inside the test process.
+pub struct TestServer {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub registry: Arc<Registry>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with(|_| {}).await
+    }
+
+    /// Starts a server whose configuration `f` may adjust (data_dir and listen are set).
+    pub async fn with(f: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().join("data");
+        config.server.listen = "127.0.0.1:0".into();
+        f(&mut config);
+        let registry = berth::registry::server::open(&config).expect("open registry");
+        registry.events.spawn_webhooks(&config.notifications.endpoints);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let reg = registry.clone();
+        tokio::spawn(async move {
+            let _ = berth::registry::server::serve(listener, reg, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestServer { url: format!("http://{addr}"), addr, dir, registry, shutdown: Some(tx) }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `host:port`, as OCI clients want it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// berth as a child process (for tests that kill it).
+pub struct BerthProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl BerthProcess {
+    pub fn spawn(data_dir: &Path, extra: &[&str]) -> BerthProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("read listen line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        BerthProcess { child, url }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("client")
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    Digest::sha256(data).to_string()
+}
+
+/// Pushes a blob monolithically (POST ?digest=); returns its digest.
+pub async fn push_blob(c: &reqwest::Client, url: &str, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = c
+        .post(format!("{url}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("push blob");
+    assert_eq!(r.status(), 201, "push blob: {}", r.text().await.unwrap_or_default());
+    d
+}
+
+/// An OCI image manifest over one layer (and optional subject / artifactType).
+pub fn manifest(config: (&str, &str, usize), layers: &[(&str, usize)], artifact_type: Option<&str>, subject: Option<(&str, usize)>) -> Value {
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": config.0, "digest": config.1, "size": config.2},
+        "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})).collect::<Vec<_>>(),
+    });
+    if let Some(a) = artifact_type {
+        m["artifactType"] = json!(a);
+    }
+    if let Some((d, s)) = subject {
+        m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": d, "size": s});
+    }
+    m
+}
+
+/// PUTs a manifest; returns the response.
+pub async fn put_manifest(c: &reqwest::Client, url: &str, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> reqwest::Response {
+    c.put(format!("{url}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("put manifest")
+}
+
+/// Pushes an image (empty config + one layer of `layer` bytes) tagged `tag`;
+/// returns (manifest digest, manifest size).
+pub async fn push_image(c: &reqwest::Client, url: &str, repo: &str, tag: &str, layer: &[u8]) -> (String, usize) {
+    push_blob(c, url, repo, b"{}").await;
+    let l = push_blob(c, url, repo, layer).await;
+    let m = manifest(("application/vnd.oci.image.config.v1+json", EMPTY, 2), &[(&l, layer.len())], None, None);
+    let body = serde_json::to_vec(&m).expect("json");
+    let r = put_manifest(c, url, repo, tag, OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    (sha256(&body), body.len())
+}
+
+/// Pushes an artifact of `artifact_type` referring to `subject`; returns its digest.
+pub async fn push_referrer(c: &reqwest::Client, url: &str, repo: &str, artifact_type: &str, subject: (&str, usize), payload: &[u8]) -> String {
+    push_blob(c, url, repo, b"{}").await;
+    let l = push_blob(c, url, repo, payload).await;
+    let m = manifest((berth::oci::media::OCI_EMPTY, EMPTY, 2), &[(&l, payload.len())], Some(artifact_type), Some(subject));
+    let body = serde_json::to_vec(&m).expect("json");
+    let d = sha256(&body);
+    let r = put_manifest(c, url, repo, &d, OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    d
+}
+
+/// The distribution-spec error code of a response body.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.expect("error body is JSON");
+    v["errors"][0]["code"].as_str().expect("errors[0].code").to_string()
+}
+
+/// Random bytes (deterministic per seed) for test content.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Fails the test when a tool the suite needs is missing: the README's test command
+/// installs it, so its absence is a setup bug, not a reason to skip.
+pub fn require_tool(name: &str) {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "{name} is not installed; run the README's test command, which installs it");
+}

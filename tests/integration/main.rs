@@ -1,0 +1,12 @@
+//! berth's integration tests: the real server on 127.0.0.1:0, real HTTP, real clients.
+//! One binary, so the suites share one build.
+
+mod common;
+
+mod api;
+mod auth;
+mod concurrency;
+mod crash;
+mod events;
+mod gc;
+mod interop;
