@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use rand::RngCore;
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -52,8 +52,7 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const EMPTY_DIGEST: &str =
-    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+const EMPTY_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 const TARGET_BYTES_PER_SIZE: u64 = 256 * MIB;
 const MAX_DEFAULT_ROUNDS: u64 = 16;
 const GET_TAG: &str = "bench-get";
@@ -112,18 +111,9 @@ pub enum BenchError {
         source: reqwest::Error,
     },
     #[error("{step}: {url} answered {status}: {body}")]
-    Status {
-        step: String,
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { step: String, url: String, status: u16, body: String },
     #[error("{step}: {url}: {msg}")]
-    Protocol {
-        step: String,
-        url: String,
-        msg: String,
-    },
+    Protocol { step: String, url: String, msg: String },
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("background task failed: {0}")]
@@ -166,10 +156,7 @@ pub struct Report {
 
 /// Runs the benchmark and returns its report.
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let t_total = Instant::now();
     if args.sizes.is_empty() && !args.skip_blobs {
         return Err(BenchError::InvalidArg("--sizes is empty".into()));
@@ -178,18 +165,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         return Err(BenchError::InvalidArg("--concurrency is empty".into()));
     }
     if args.password.is_some() && args.username.is_none() {
-        return Err(BenchError::InvalidArg(
-            "--password given without --username".into(),
-        ));
+        return Err(BenchError::InvalidArg("--password given without --username".into()));
     }
     let base_str = args.url.trim_end_matches('/').to_string();
     let base = Url::parse(&format!("{base_str}/"))
         .map_err(|e| BenchError::InvalidArg(format!("bad url {:?}: {e}", args.url)))?;
     if !matches!(base.scheme(), "http" | "https") {
-        return Err(BenchError::InvalidArg(format!(
-            "url must be http(s): {}",
-            args.url
-        )));
+        return Err(BenchError::InvalidArg(format!("url must be http(s): {}", args.url)));
     }
     let repo = args.repo.trim_matches('/').to_string();
     if repo.is_empty() {
@@ -219,11 +201,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
 
     // Probe /v2/ (also acquires a bearer token if the registry wants one).
     let probe_url = format!("{}/v2/", ctx.base_str);
-    let resp = ctx
-        .send("API version check", &probe_url, || {
-            ctx.client.get(&probe_url)
-        })
-        .await?;
+    let resp = ctx.send("API version check", &probe_url, || ctx.client.get(&probe_url)).await?;
     drain(resp).await;
 
     let nonce: u64 = rand::rng().next_u64();
@@ -235,11 +213,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             if size == 0 {
                 return Err(BenchError::InvalidArg("blob size 0".into()));
             }
-            let rounds = args.blob_rounds.map(u64::from).unwrap_or_else(|| {
-                TARGET_BYTES_PER_SIZE
-                    .div_ceil(size)
-                    .clamp(1, MAX_DEFAULT_ROUNDS)
-            });
+            let rounds = args
+                .blob_rounds
+                .map(u64::from)
+                .unwrap_or_else(|| TARGET_BYTES_PER_SIZE.div_ceil(size).clamp(1, MAX_DEFAULT_ROUNDS));
             let (row, digests) = bench_push(&ctx, size, rounds, nonce).await?;
             rows.push(row);
             pushed.push((size, digests));
@@ -254,9 +231,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         let requests = args.requests as usize;
         let mut tag_base = 0usize;
         for &conc in &args.concurrency {
-            let bodies: Vec<Bytes> = (0..requests)
-                .map(|i| manifest_body(nonce, (tag_base + i) as u64))
-                .collect::<Result<_, _>>()?;
+            let bodies: Vec<Bytes> =
+                (0..requests).map(|i| manifest_body(nonce, (tag_base + i) as u64)).collect::<Result<_, _>>()?;
             let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
             let op = Arc::new(ManifestOp::Put { bodies, tag_base });
             eprintln!("manifest PUT: concurrency {conc}, {requests} requests");
@@ -313,10 +289,7 @@ pub fn print_report(report: &Report, json: bool) {
             other => other,
         };
         let size = r.size_bytes.map(fmt_size).unwrap_or_else(|| "-".into());
-        let mibs = r
-            .mib_per_sec
-            .map(|v| format!("{v:.1}"))
-            .unwrap_or_else(|| "-".into());
+        let mibs = r.mib_per_sec.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
         println!(
             "{:<13} {:>8} {:>5} {:>6} {:>10} {:>10.1} {:>9.2} {:>9.2}",
             op, size, r.concurrency, r.requests, mibs, r.req_per_sec, r.p50_ms, r.p99_ms
@@ -390,41 +363,26 @@ impl Ctx {
 
     /// Sends a request built by `build` (called again for a retry), handling a
     /// Bearer challenge once, and fails on any non-2xx status.
-    async fn send(
-        &self,
-        step: &str,
-        url: &str,
-        build: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, BenchError> {
+    async fn send(&self, step: &str, url: &str, build: impl Fn() -> RequestBuilder) -> Result<Response, BenchError> {
         let mut retried = false;
         loop {
-            let resp = self
-                .auth
-                .apply(build())
-                .send()
-                .await
-                .map_err(|e| http_err(step, url, e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !retried {
-                if let Some(params) = bearer_challenge(resp.headers()) {
-                    drain(resp).await;
-                    self.fetch_token(&params).await?;
-                    retried = true;
-                    continue;
-                }
+            let resp = self.auth.apply(build()).send().await.map_err(|e| http_err(step, url, e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !retried
+                && let Some(params) = bearer_challenge(resp.headers())
+            {
+                drain(resp).await;
+                self.fetch_token(&params).await?;
+                retried = true;
+                continue;
             }
             return check(step, url, resp).await;
         }
     }
 
     async fn fetch_token(&self, params: &[(String, String)]) -> Result<(), BenchError> {
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(pk, _)| pk.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
-        let realm = get("realm")
-            .ok_or_else(|| BenchError::Auth("Bearer challenge without realm".into()))?;
+        let get = |k: &str| params.iter().find(|(pk, _)| pk.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+        let realm = get("realm").ok_or_else(|| BenchError::Auth("Bearer challenge without realm".into()))?;
         let mut rb = self.client.get(&realm);
         if let Some(service) = get("service") {
             rb = rb.query(&[("service", service)]);
@@ -448,11 +406,7 @@ impl Ctx {
 }
 
 fn http_err(step: &str, url: &str, source: reqwest::Error) -> BenchError {
-    BenchError::Http {
-        step: step.to_string(),
-        url: url.to_string(),
-        source,
-    }
+    BenchError::Http { step: step.to_string(), url: url.to_string(), source }
 }
 
 async fn check(step: &str, url: &str, resp: Response) -> Result<Response, BenchError> {
@@ -479,9 +433,7 @@ fn bearer_challenge(headers: &HeaderMap) -> Option<Vec<(String, String)>> {
     headers.get_all(WWW_AUTHENTICATE).iter().find_map(|v| {
         let s = v.to_str().ok()?.trim();
         let (scheme, rest) = s.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| parse_auth_params(rest))
+        scheme.eq_ignore_ascii_case("bearer").then(|| parse_auth_params(rest))
     })
 }
 
@@ -544,21 +496,14 @@ fn parse_auth_params(s: &str) -> Vec<(String, String)> {
 async fn push_blob(ctx: &Ctx, data: Bytes, digest: &str) -> Result<Duration, BenchError> {
     let post_url = ctx.repo_url("blobs/uploads/");
     let start = Instant::now();
-    let resp = ctx
-        .send("blob upload start (POST)", &post_url, || {
-            ctx.client.post(&post_url)
-        })
-        .await?;
-    let loc = resp
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .ok_or_else(|| BenchError::Protocol {
+    let resp = ctx.send("blob upload start (POST)", &post_url, || ctx.client.post(&post_url)).await?;
+    let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string).ok_or_else(|| {
+        BenchError::Protocol {
             step: "blob upload start (POST)".into(),
             url: post_url.clone(),
             msg: "202 without a usable Location header".into(),
-        })?;
+        }
+    })?;
     drain(resp).await;
     let loc_url = ctx.base.join(&loc).map_err(|e| BenchError::Protocol {
         step: "blob upload start (POST)".into(),
@@ -569,24 +514,15 @@ async fn push_blob(ctx: &Ctx, data: Bytes, digest: &str) -> Result<Duration, Ben
     let put_url = format!("{loc_url}{sep}digest={digest}");
     let resp = ctx
         .send("blob upload (PUT)", &put_url, || {
-            ctx.client
-                .put(&put_url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .body(data.clone())
+            ctx.client.put(&put_url).header(CONTENT_TYPE, "application/octet-stream").body(data.clone())
         })
         .await?;
     drain(resp).await;
     Ok(start.elapsed())
 }
 
-async fn bench_push(
-    ctx: &Ctx,
-    size: u64,
-    rounds: u64,
-    nonce: u64,
-) -> Result<(ReportRow, Vec<String>), BenchError> {
-    let len = usize::try_from(size)
-        .map_err(|_| BenchError::InvalidArg(format!("blob size {size} too large")))?;
+async fn bench_push(ctx: &Ctx, size: u64, rounds: u64, nonce: u64) -> Result<(ReportRow, Vec<String>), BenchError> {
+    let len = usize::try_from(size).map_err(|_| BenchError::InvalidArg(format!("blob size {size} too large")))?;
     eprintln!("blob push: {} x {rounds}", fmt_size(size));
     let mut buf = tokio::task::spawn_blocking(move || {
         let mut b = BytesMut::zeroed(len);
@@ -610,9 +546,7 @@ async fn bench_push(
         lat.push(push_blob(ctx, data.clone(), &digest).await?);
         digests.push(digest);
         // Get the buffer back without copying (reqwest has dropped its clone).
-        buf = data
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        buf = data.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     }
     drop(buf);
     let total: Duration = lat.iter().sum();
@@ -642,14 +576,7 @@ async fn bench_pull(ctx: &Ctx, size: u64, digests: &[String]) -> Result<ReportRo
         }
     }
     let total: Duration = lat.iter().sum();
-    Ok(make_row(
-        "blob_pull",
-        Some(size),
-        1,
-        size * digests.len() as u64,
-        total,
-        &lat,
-    ))
+    Ok(make_row("blob_pull", Some(size), 1, size * digests.len() as u64, total, &lat))
 }
 
 // ---------------------------------------------------------------------------
@@ -679,12 +606,7 @@ fn manifest_body(nonce: u64, n: u64) -> Result<Bytes, BenchError> {
 async fn put_manifest(ctx: &Ctx, tag: &str, body: Bytes) -> Result<(), BenchError> {
     let url = ctx.repo_url(&format!("manifests/{tag}"));
     let resp = ctx
-        .send("manifest PUT", &url, || {
-            ctx.client
-                .put(&url)
-                .header(CONTENT_TYPE, OCI_MANIFEST)
-                .body(body.clone())
-        })
+        .send("manifest PUT", &url, || ctx.client.put(&url).header(CONTENT_TYPE, OCI_MANIFEST).body(body.clone()))
         .await?;
     drain(resp).await;
     Ok(())
@@ -699,11 +621,7 @@ async fn manifest_op(ctx: &Ctx, op: &ManifestOp, i: usize) -> Result<(), BenchEr
         ManifestOp::Get => {
             let step = "manifest GET";
             let url = ctx.repo_url(&format!("manifests/{GET_TAG}"));
-            let resp = ctx
-                .send(step, &url, || {
-                    ctx.client.get(&url).header(ACCEPT, OCI_MANIFEST)
-                })
-                .await?;
+            let resp = ctx.send(step, &url, || ctx.client.get(&url).header(ACCEPT, OCI_MANIFEST)).await?;
             resp.bytes().await.map_err(|e| http_err(step, &url, e))?;
             Ok(())
         }
@@ -759,14 +677,7 @@ async fn run_concurrent(
 // ---------------------------------------------------------------------------
 // Statistics and formatting
 
-fn make_row(
-    op: &str,
-    size: Option<u64>,
-    conc: u32,
-    bytes: u64,
-    elapsed: Duration,
-    lat: &[Duration],
-) -> ReportRow {
+fn make_row(op: &str, size: Option<u64>, conc: u32, bytes: u64, elapsed: Duration, lat: &[Duration]) -> ReportRow {
     let mut sorted = lat.to_vec();
     sorted.sort_unstable();
     let secs = elapsed.as_secs_f64();
@@ -805,11 +716,7 @@ fn fmt_size(b: u64) -> String {
             return format!("{} {name}", b / unit);
         }
     }
-    if b >= MIB {
-        format!("{:.1} MiB", b as f64 / MIB as f64)
-    } else {
-        format!("{b} B")
-    }
+    if b >= MIB { format!("{:.1} MiB", b as f64 / MIB as f64) } else { format!("{b} B") }
 }
 
 /// Parses `512`, `64K`, `16M`, `1G`, `1GiB`, `16mb` (powers of 1024).
@@ -824,15 +731,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], GIB << 10),
         _ => (t, 1),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (use e.g. 1M, 16M, 1G)"))?;
+    let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?} (use e.g. 1M, 16M, 1G)"))?;
     if n == 0 {
         return Err(format!("size must be positive: {s:?}"));
     }
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size too large: {s:?}"))
+    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 #[cfg(test)]

@@ -97,7 +97,8 @@ impl Config {
         let Some(path) = path else { return Ok(Config::default()) };
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
     }
 
     /// Checks everything and reports every problem found, each naming its field.
@@ -114,7 +115,8 @@ impl Config {
                     ));
                 }
             }
-            Err(_) => problems.push(format!("server.listen = {:?} is not an address such as 127.0.0.1:5000", self.server.listen)),
+            Err(_) => problems
+                .push(format!("server.listen = {:?} is not an address such as 127.0.0.1:5000", self.server.listen)),
         }
         if let Some(u) = &self.server.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -134,28 +136,33 @@ impl Config {
                 problems.push(format!("{at}.name = {:?} appears more than once", a.name));
             }
             if argon2::PasswordHash::new(&a.password_hash).is_err() {
-                problems.push(format!("{at}.password_hash is not a PHC hash string (make one with `berth hash-password`)"));
+                problems
+                    .push(format!("{at}.password_hash is not a PHC hash string (make one with `berth hash-password`)"));
             }
             for (j, ns) in a.namespaces.iter().enumerate() {
                 let base = ns.strip_suffix("/*").unwrap_or(ns);
                 if ns != "*" && crate::oci::validate_repository(base).is_err() {
-                    problems.push(format!("{at}.namespaces[{j}] = {ns:?} must be \"*\", a repository name, or a name followed by \"/*\""));
+                    problems.push(format!(
+                        "{at}.namespaces[{j}] = {ns:?} must be \"*\", a repository name, or a name followed by \"/*\""
+                    ));
                 }
             }
         }
         for (i, e) in self.notifications.endpoints.iter().enumerate() {
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
-                problems.push(format!("notifications.endpoints[{i}].url = {:?} must start with http:// or https://", e.url));
+                problems.push(format!(
+                    "notifications.endpoints[{i}].url = {:?} must start with http:// or https://",
+                    e.url
+                ));
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::Invalid(vec![format!("server.listen = {:?} is not an address", self.server.listen)]))
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::Invalid(vec![format!("server.listen = {:?} is not an address", self.server.listen)])
+        })
     }
 }
 

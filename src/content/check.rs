@@ -81,11 +81,7 @@ pub fn check(store: &FsStore) -> Result<CheckReport> {
         for d in &manifests {
             for desc in store.referrers(&repo, d)? {
                 r.referrers += 1;
-                let ok = desc
-                    .digest()
-                    .to_string()
-                    .parse::<Digest>()
-                    .is_ok_and(|rd| manifests.contains(&rd));
+                let ok = desc.digest().to_string().parse::<Digest>().is_ok_and(|rd| manifests.contains(&rd));
                 if !ok {
                     r.problems.push(format!("{repo}: referrer {} of {d} is not in the repository", desc.digest()));
                 }

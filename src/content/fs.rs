@@ -87,11 +87,7 @@ impl FsStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Arc::new(FsStore {
-            root,
-            uploads: Mutex::new(HashMap::new()),
-            manifests: RwLock::new(HashMap::new()),
-        }))
+        Ok(Arc::new(FsStore { root, uploads: Mutex::new(HashMap::new()), manifests: RwLock::new(HashMap::new()) }))
     }
 
     pub fn root(&self) -> &Path {
@@ -124,10 +120,7 @@ impl FsStore {
     }
 
     fn referrers_dir(&self, repo: &str, subject: &Digest) -> PathBuf {
-        self.repo_dir(repo)
-            .join("_referrers")
-            .join(subject.algorithm().as_str())
-            .join(subject.hex())
+        self.repo_dir(repo).join("_referrers").join(subject.algorithm().as_str()).join(subject.hex())
     }
 
     fn upload_dir(&self, id: &str) -> PathBuf {
@@ -188,9 +181,7 @@ impl FsStore {
 
     /// Opens blob `d` of `repo` for reading; returns the file and its size.
     pub async fn open_blob(&self, repo: &str, d: &Digest) -> Result<(tokio::fs::File, u64)> {
-        let size = self
-            .blob_size(repo, d)?
-            .ok_or_else(|| ContentError::NotFound(format!("blob {d} in {repo}")))?;
+        let size = self.blob_size(repo, d)?.ok_or_else(|| ContentError::NotFound(format!("blob {d} in {repo}")))?;
         let p = self.blob_path(d);
         let f = tokio::fs::File::open(&p).await.map_err(io_err(&p))?;
         Ok((f, size))
@@ -322,7 +313,14 @@ impl FsStore {
 
     /// Streams `body` onto the end of the upload's data file on a worker thread that hashes
     /// as it writes. Returns the bytes written and the updated hasher.
-    async fn write_chunk<S, E>(&self, id: &str, offset: u64, hasher: Hasher, mut body: S, sync: bool) -> Result<(u64, Hasher)>
+    async fn write_chunk<S, E>(
+        &self,
+        id: &str,
+        offset: u64,
+        hasher: Hasher,
+        mut body: S,
+        sync: bool,
+    ) -> Result<(u64, Hasher)>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
@@ -371,7 +369,14 @@ impl FsStore {
     /// Completes upload `id` with a last chunk (possibly empty), checks the content against
     /// `digest` and, when it matches, makes the blob visible in `repo`. The upload is gone
     /// afterwards whatever the outcome, except when the last chunk could not be read.
-    pub async fn commit_upload<S, E>(&self, repo: &str, id: &str, digest: &Digest, expected_size: Option<u64>, body: S) -> Result<u64>
+    pub async fn commit_upload<S, E>(
+        &self,
+        repo: &str,
+        id: &str,
+        digest: &Digest,
+        expected_size: Option<u64>,
+        body: S,
+    ) -> Result<u64>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
@@ -404,9 +409,7 @@ impl FsStore {
             Err(ContentError::SizeMismatch { expected, actual: size })
         } else {
             let target = self.blob_path(digest);
-            self.rename_into(&data, &target)
-                .and_then(|()| Self::touch(&self.layer_link(repo, digest)))
-                .map(|()| size)
+            self.rename_into(&data, &target).and_then(|()| Self::touch(&self.layer_link(repo, digest))).map(|()| size)
         };
         self.forget_upload(id);
         result
@@ -440,7 +443,13 @@ impl FsStore {
     /// size limit, its digest matching a digest reference, and every blob and manifest it
     /// references present in `repo` (its `subject` may be missing). Records it as a referrer
     /// of its subject.
-    pub fn put_manifest(&self, repo: &str, reference: &Reference, content_type: Option<&str>, bytes: &[u8]) -> Result<PutManifest> {
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<PutManifest> {
         validate_repository(repo)?;
         let size = bytes.len() as u64;
         if size > MAX_MANIFEST_SIZE {
@@ -574,9 +583,7 @@ impl FsStore {
         let p = self.tag_path(repo, tag);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Err(ContentError::NotFound(format!("tag {tag} in {repo}")))
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(ContentError::NotFound(format!("tag {tag} in {repo}"))),
             Err(e) => Err(ContentError::io(&p, e)),
         }
     }
@@ -749,7 +756,7 @@ fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
 impl super::Fetcher for FsRepository {
     async fn fetch(&self, target: &Descriptor) -> Result<super::Reader> {
         let d = descriptor_digest(target)?;
-        if crate::oci::media::is_manifest(&target.media_type().to_string()) {
+        if crate::oci::media::is_manifest(target.media_type().as_ref()) {
             let m = self.store.get_manifest(&self.name, &Reference::Digest(d))?;
             return Ok(Box::pin(std::io::Cursor::new(m.bytes.clone())));
         }
@@ -768,15 +775,20 @@ impl super::Pusher for FsRepository {
                 return Err(ContentError::SizeExceedsLimit { size: expected.size(), limit: MAX_MANIFEST_SIZE });
             }
             let mut buf = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::AsyncReadExt::take(content, expected.size() + 1), &mut buf)
-                .await
-                .map_err(|e| ContentError::Body(e.to_string()))?;
+            tokio::io::AsyncReadExt::read_to_end(
+                &mut tokio::io::AsyncReadExt::take(content, expected.size() + 1),
+                &mut buf,
+            )
+            .await
+            .map_err(|e| ContentError::Body(e.to_string()))?;
             super::verify(expected, &buf)?;
             let store = self.store.clone();
             let name = self.name.clone();
-            tokio::task::spawn_blocking(move || store.put_manifest(&name, &Reference::Digest(d), Some(&media_type), &buf))
-                .await
-                .map_err(|e| ContentError::Body(e.to_string()))??;
+            tokio::task::spawn_blocking(move || {
+                store.put_manifest(&name, &Reference::Digest(d), Some(&media_type), &buf)
+            })
+            .await
+            .map_err(|e| ContentError::Body(e.to_string()))??;
             return Ok(());
         }
         let stream = tokio_util::io::ReaderStream::with_capacity(content, 1 << 20);
@@ -789,7 +801,7 @@ impl super::Pusher for FsRepository {
 impl super::ReadOnlyStorage for FsRepository {
     async fn exists(&self, target: &Descriptor) -> Result<bool> {
         let d = descriptor_digest(target)?;
-        if crate::oci::media::is_manifest(&target.media_type().to_string()) {
+        if crate::oci::media::is_manifest(target.media_type().as_ref()) {
             Ok(self.store.manifest_link(&self.name, &d).exists())
         } else {
             Ok(self.store.blob_size(&self.name, &d)?.is_some())
@@ -813,7 +825,7 @@ impl super::TagResolver for FsRepository {
 impl super::Deleter for FsRepository {
     async fn delete(&self, target: &Descriptor) -> Result<()> {
         let d = descriptor_digest(target)?;
-        if crate::oci::media::is_manifest(&target.media_type().to_string()) {
+        if crate::oci::media::is_manifest(target.media_type().as_ref()) {
             self.store.delete_manifest(&self.name, &d)
         } else if self.store.unlink_blob(&self.name, &d)? {
             Ok(())

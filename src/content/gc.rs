@@ -144,7 +144,8 @@ pub fn gc(store: &FsStore, opts: &GcOptions) -> Result<GcReport> {
         for name in list_dir(&base)? {
             let p = base.join(&name);
             let stamp = if is_upload { p.join("data") } else { p.clone() };
-            if older_than(&stamp, opts.grace, now) || (is_upload && !stamp.exists() && older_than(&p, opts.grace, now)) {
+            if older_than(&stamp, opts.grace, now) || (is_upload && !stamp.exists() && older_than(&p, opts.grace, now))
+            {
                 if !opts.dry_run {
                     let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
                 }

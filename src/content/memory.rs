@@ -70,11 +70,7 @@ impl super::Pusher for MemoryStore {
     async fn push(&self, expected: &Descriptor, content: Reader) -> Result<()> {
         let d = digest_of(expected)?;
         let mut buf = Vec::new();
-        content
-            .take(expected.size() + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| ContentError::Body(e.to_string()))?;
+        content.take(expected.size() + 1).read_to_end(&mut buf).await.map_err(|e| ContentError::Body(e.to_string()))?;
         super::verify(expected, &buf)?;
         let media_type = expected.media_type().to_string();
         let mut referrer = None;
@@ -125,7 +121,8 @@ impl super::TagResolver for MemoryStore {
         crate::oci::validate_tag(reference)?;
         let d = digest_of(target)?;
         let mut inner = self.write();
-        let desc = inner.content.get(&d).map(|(desc, _)| desc.clone()).ok_or_else(|| ContentError::NotFound(d.to_string()))?;
+        let desc =
+            inner.content.get(&d).map(|(desc, _)| desc.clone()).ok_or_else(|| ContentError::NotFound(d.to_string()))?;
         inner.tags.insert(reference.to_string(), desc);
         Ok(())
     }

@@ -129,11 +129,7 @@ pub async fn fetch_all(fetcher: &(impl Fetcher + ?Sized), target: &Descriptor) -
     let mut r = fetcher.fetch(target).await?;
     let mut buf = Vec::with_capacity(target.size().min(MAX_MANIFEST_SIZE) as usize);
     let limit = target.size() + 1;
-    (&mut r)
-        .take(limit)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| ContentError::Body(e.to_string()))?;
+    (&mut r).take(limit).read_to_end(&mut buf).await.map_err(|e| ContentError::Body(e.to_string()))?;
     verify(target, &buf)?;
     Ok(buf)
 }

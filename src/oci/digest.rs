@@ -100,13 +100,10 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Malformed(s.to_string()))?;
-        let algorithm =
-            Algorithm::parse(alg).ok_or_else(|| DigestError::Unsupported(alg.to_string()))?;
-        let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::Malformed(s.to_string()))?;
+        let algorithm = Algorithm::parse(alg).ok_or_else(|| DigestError::Unsupported(alg.to_string()))?;
+        let ok =
+            hex.len() == algorithm.hex_len() && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadHex(s.to_string(), algorithm.hex_len()));
         }

@@ -14,9 +14,7 @@ pub enum ManifestError {
     Json(String),
     #[error("manifest field {field}: {message}")]
     Field { field: String, message: String },
-    #[error(
-        "manifest media type {0:?} is not supported (expected an OCI or Docker schema2 manifest or index)"
-    )]
+    #[error("manifest media type {0:?} is not supported (expected an OCI or Docker schema2 manifest or index)")]
     UnsupportedMediaType(String),
     #[error("Content-Type {header:?} does not match the manifest's mediaType {field:?}")]
     MediaTypeMismatch { header: String, field: String },
@@ -64,8 +62,7 @@ impl ParsedManifest {
     /// Parses `bytes`, taking the media type from `content_type` (the PUT's header) when the
     /// manifest does not carry one, and refusing a mismatch between the two.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self, ManifestError> {
-        let raw: Raw =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
             .filter(|c| !c.is_empty() && media::is_manifest(c));
@@ -119,9 +116,8 @@ impl ParsedManifest {
     /// `artifactType` falls back to the config's media type for an image manifest).
     pub fn referrer_descriptor(&self, digest: &Digest, size: u64) -> Descriptor {
         let mut d = Descriptor::new(self.media_type.as_str().into(), size, digest.to_oci());
-        let artifact_type = self.artifact_type.clone().or_else(|| {
-            self.config_media_type.clone().filter(|c| c != media::OCI_EMPTY)
-        });
+        let artifact_type =
+            self.artifact_type.clone().or_else(|| self.config_media_type.clone().filter(|c| c != media::OCI_EMPTY));
         d.set_artifact_type(artifact_type.map(|a| a.as_str().into()));
         d.set_annotations(self.annotations.clone());
         d
@@ -189,11 +185,19 @@ mod tests {
         });
         let e = ParsedManifest::parse(m.to_string().as_bytes(), None).unwrap_err();
         assert!(e.to_string().contains("config.digest"), "{e}");
-        let e = ParsedManifest::parse(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#, None).unwrap_err();
+        let e = ParsedManifest::parse(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#,
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("manifests"), "{e}");
         let e = ParsedManifest::parse(br#"{"schemaVersion":1,"manifests":[]}"#, None).unwrap_err();
         assert!(e.to_string().contains("schemaVersion"), "{e}");
-        let e = ParsedManifest::parse(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#, Some(media::OCI_MANIFEST)).unwrap_err();
+        let e = ParsedManifest::parse(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+            Some(media::OCI_MANIFEST),
+        )
+        .unwrap_err();
         assert!(matches!(e, ManifestError::MediaTypeMismatch { .. }));
     }
 }

@@ -18,16 +18,13 @@ pub mod media {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
     /// Digest of the two bytes `{}`, the OCI empty descriptor's content.
-    pub const EMPTY_DIGEST: &str =
-        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+    pub const EMPTY_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
     /// Every manifest media type the registry stores and serves.
-    pub const MANIFEST_TYPES: [&str; 4] =
-        [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+    pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
 
     pub fn is_manifest(media_type: &str) -> bool {
         MANIFEST_TYPES.contains(&media_type)

@@ -33,11 +33,7 @@ pub fn validate_repository(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong(name.len()));
     }
-    if name.split('/').all(valid_component) {
-        Ok(())
-    } else {
-        Err(NameError::Invalid(name.to_string()))
-    }
+    if name.split('/').all(valid_component) { Ok(()) } else { Err(NameError::Invalid(name.to_string())) }
 }
 
 fn is_alnum(b: u8) -> bool {
@@ -84,9 +80,7 @@ pub fn validate_tag(tag: &str) -> Result<(), NameError> {
     let ok = !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b[1..]
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
+        && b[1..].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
     if ok { Ok(()) } else { Err(NameError::InvalidTag(tag.to_string())) }
 }
 
@@ -103,9 +97,7 @@ mod tests {
 
     #[test]
     fn rejects_names_outside_grammar() {
-        for n in [
-            "..", "a/../b", "/abs", "a//b", "A", "a/", "a_", "_a", "a___b", "a.-b", "a b", "a/.b",
-        ] {
+        for n in ["..", "a/../b", "/abs", "a//b", "A", "a/", "a_", "_a", "a___b", "a.-b", "a b", "a/.b"] {
             assert!(validate_repository(n).is_err(), "{n}");
         }
         assert_eq!(validate_repository(""), Err(NameError::Empty));

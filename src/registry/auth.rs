@@ -193,9 +193,9 @@ impl Auth {
     ) -> Result<Identity, RegistryError> {
         if let Some(h) = authorization {
             if let Some(token) = h.strip_prefix("Bearer ") {
-                let claims = self.verify_token(token.trim()).ok_or_else(|| {
-                    self.challenge(host, resource, action, "the bearer token is invalid or expired")
-                })?;
+                let claims = self
+                    .verify_token(token.trim())
+                    .ok_or_else(|| self.challenge(host, resource, action, "the bearer token is invalid or expired"))?;
                 let granted = claims.access.iter().any(|a| grants(a, resource, action));
                 if granted || self.anonymous_may(resource, action, peer) {
                     return Ok(Identity::Account(claims.sub));
@@ -203,9 +203,9 @@ impl Auth {
                 return Err(self.denied(resource, action, Some(&claims.sub)));
             }
             if let Some((user, pass)) = parse_basic(h) {
-                let account = self.check_password(&user, &pass).ok_or_else(|| {
-                    self.challenge(host, resource, action, "the user name or password is wrong")
-                })?;
+                let account = self
+                    .check_password(&user, &pass)
+                    .ok_or_else(|| self.challenge(host, resource, action, "the user name or password is wrong"))?;
                 if self.account_may(account, resource, action) {
                     return Ok(Identity::Account(account.name.clone()));
                 }
@@ -263,6 +263,16 @@ impl Auth {
     /// The challenge `GET /v2/` answers with when anonymous access is not enough.
     pub fn base_challenge(&self, host: Option<&str>) -> String {
         format!("Bearer realm=\"{}\",service=\"{}\"", self.realm(host), self.settings.service)
+    }
+
+    /// Whether `authorization` carries any valid credential: a token this registry
+    /// signed and that has not expired, or a right user name and password.
+    pub fn authenticated(&self, authorization: Option<&str>) -> bool {
+        match authorization {
+            Some(h) if h.starts_with("Bearer ") => self.verify_token(h["Bearer ".len()..].trim()).is_some(),
+            Some(h) => parse_basic(h).is_some_and(|(u, p)| self.check_password(&u, &p).is_some()),
+            None => false,
+        }
     }
 
     /// Whether `GET /v2/` needs credentials (no anonymous access at all).
@@ -415,7 +425,11 @@ mod tests {
     }
 
     fn alice() -> Account {
-        Account { name: "alice".into(), password_hash: hash_password("s3cret").unwrap(), namespaces: vec!["acme/*".into()] }
+        Account {
+            name: "alice".into(),
+            password_hash: hash_password("s3cret").unwrap(),
+            namespaces: vec!["acme/*".into()],
+        }
     }
 
     const LOOPBACK: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
@@ -445,7 +459,8 @@ mod tests {
         let a = auth(vec![alice()], false);
         let acc = a.check_password("alice", "s3cret").unwrap().clone();
         assert!(a.check_password("alice", "wrong").is_none());
-        let t = a.issue_token(Some(&acc), &["repository:acme/p:pull,push".into(), "repository:other/p:push".into()], None);
+        let t =
+            a.issue_token(Some(&acc), &["repository:acme/p:pull,push".into(), "repository:other/p:push".into()], None);
         let bearer = format!("Bearer {}", t.token);
         let mine = Resource::Repository("acme/p".into());
         let theirs = Resource::Repository("other/p".into());

@@ -157,7 +157,9 @@ async fn deliver(client: &reqwest::Client, ep: &Endpoint, envelope: Envelope) {
         }
         match req.send().await {
             Ok(r) if r.status().is_success() => return,
-            Ok(r) => tracing::warn!(endpoint = %ep.name, attempt, status = r.status().as_u16(), "webhook refused event"),
+            Ok(r) => {
+                tracing::warn!(endpoint = %ep.name, attempt, status = r.status().as_u16(), "webhook refused event")
+            }
             Err(e) => tracing::warn!(endpoint = %ep.name, attempt, "webhook delivery failed: {e}"),
         }
         tokio::time::sleep(delay).await;

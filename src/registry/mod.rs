@@ -142,30 +142,31 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.insert(percent_decode(k), percent_decode(v));
+        out.insert(percent_decode(k, false), percent_decode(v, false));
     }
     out
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes. `plus_is_space` for form encoding (the token endpoint); in
+/// `/v2/` queries a `+` stays a `+`, since media types such as `…+json` carry one and no
+/// value there can hold a space.
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
                 }
-            }
-            b'+' => {
+                Err(_) => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -182,8 +183,17 @@ fn parse_digest(s: &str) -> RegistryResult<Digest> {
     s.parse().map_err(|e: crate::oci::DigestError| RegistryError::new(Code::DigestInvalid, e.to_string()))
 }
 
+/// The client's address: from the connection, or from `MockConnectInfo` in tests that
+/// drive the router without a socket.
+fn peer_addr(req: &Request) -> Option<SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>().map(|m| m.0))
+}
+
 async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = peer_addr(&req);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix("/v2").unwrap_or("").to_string();
     let ctx = Ctx { reg, method: parts.method, headers: parts.headers, query: parse_query(parts.uri.query()), peer };
@@ -193,8 +203,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
             .with_status(StatusCode::NOT_FOUND)),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    resp.headers_mut()
-        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
     resp
 }
 
@@ -225,16 +234,10 @@ async fn handle(ctx: Ctx, route: Route, body: Body) -> RegistryResult<Response> 
 
 fn base(ctx: &Ctx) -> RegistryResult<Response> {
     let auth = &ctx.reg.auth;
-    if auth.base_requires_auth() {
-        // Any valid credential opens /v2/; otherwise the client is told where to get one.
-        let h = ctx.header(header::AUTHORIZATION);
-        let ok = h.is_some()
-            && auth
-                .authorize(h, ctx.peer.map(|p| p.ip()), ctx.header(header::HOST), &Resource::Catalog, Action::Pull)
-                .is_ok();
-        if !ok {
-            return Err(RegistryError::unauthorized(auth.base_challenge(ctx.header(header::HOST)), "authentication required"));
-        }
+    // Any valid credential opens /v2/ (that is how `docker login` and `skopeo login` check
+    // a password); without one, the client is told where to get one.
+    if auth.base_requires_auth() && !auth.authenticated(ctx.header(header::AUTHORIZATION)) {
+        return Err(RegistryError::unauthorized(auth.base_challenge(ctx.header(header::HOST)), "authentication required"));
     }
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
 }
@@ -316,7 +319,9 @@ fn get_manifest(ctx: &Ctx, name: &str, reference: &str) -> RegistryResult<Respon
     ctx.repo(name, Action::Pull)?;
     let r = manifest_reference(reference)?;
     let m = ctx.reg.store.get_manifest(name, &r).map_err(|e| match e {
-        crate::content::ContentError::NotFound(_) => not_found(ctx, name, Code::ManifestUnknown, format!("manifest {reference}")),
+        crate::content::ContentError::NotFound(_) => {
+            not_found(ctx, name, Code::ManifestUnknown, format!("manifest {reference}"))
+        }
         e => e.into(),
     })?;
     if !accepts(&ctx.headers, &m.media_type) {
@@ -378,7 +383,12 @@ async fn put_manifest(ctx: &Ctx, name: &str, reference: &str, body: Body) -> Reg
         repository: name.to_string(),
         url: location,
         tag,
-        artifact_type: put.parsed.referrer_descriptor(&put.digest, put.size).artifact_type().as_ref().map(|a| a.to_string()),
+        artifact_type: put
+            .parsed
+            .referrer_descriptor(&put.digest, put.size)
+            .artifact_type()
+            .as_ref()
+            .map(|a| a.to_string()),
         subject,
     };
     ctx.reg.events.publish(ctx.event("push", &who, target));
@@ -390,7 +400,9 @@ async fn delete_manifest(ctx: &Ctx, name: &str, reference: &str) -> RegistryResu
     let r = manifest_reference(reference)?;
     let store = &ctx.reg.store;
     let m = store.get_manifest(name, &r).map_err(|e| match e {
-        crate::content::ContentError::NotFound(_) => not_found(ctx, name, Code::ManifestUnknown, format!("manifest {reference}")),
+        crate::content::ContentError::NotFound(_) => {
+            not_found(ctx, name, Code::ManifestUnknown, format!("manifest {reference}"))
+        }
         e => e.into(),
     })?;
     let tag = match &r {
@@ -635,10 +647,9 @@ async fn patch_upload(ctx: &Ctx, name: &str, id: &str, body: Body) -> RegistryRe
 
 async fn put_upload(ctx: &Ctx, name: &str, id: &str, body: Body) -> RegistryResult<Response> {
     ctx.repo(name, Action::Push)?;
-    let digest = ctx
-        .query
-        .get("digest")
-        .ok_or_else(|| RegistryError::new(Code::DigestInvalid, "the digest query parameter is required to complete an upload"))?;
+    let digest = ctx.query.get("digest").ok_or_else(|| {
+        RegistryError::new(Code::DigestInvalid, "the digest query parameter is required to complete an upload")
+    })?;
     let d = parse_digest(digest)?;
     let store = &ctx.reg.store;
     if let Some(start) = chunk_start(ctx)? {
@@ -683,20 +694,24 @@ fn referrers(ctx: &Ctx, name: &str, digest: &str) -> RegistryResult<Response> {
 
 /// `GET|POST /token`: the Docker registry token endpoint.
 async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
-    let peer: Option<IpAddr> = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer: Option<IpAddr> = peer_addr(&req).map(|p| p.ip());
     let (parts, body) = req.into_parts();
     let mut params: Vec<(String, String)> = Vec::new();
     let mut collect = |q: &str| {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            params.push((percent_decode(k), percent_decode(v)));
+            params.push((percent_decode(k, true), percent_decode(v, true)));
         }
     };
     collect(parts.uri.query().unwrap_or_default());
     if parts.method == Method::POST {
         match axum::body::to_bytes(body, 64 * 1024).await {
             Ok(b) => collect(&String::from_utf8_lossy(&b)),
-            Err(_) => return RegistryError::new(Code::Unsupported, "token request body too large").with_status(StatusCode::BAD_REQUEST).into_response(),
+            Err(_) => {
+                return RegistryError::new(Code::Unsupported, "token request body too large")
+                    .with_status(StatusCode::BAD_REQUEST)
+                    .into_response();
+            }
         }
     }
     let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -705,21 +720,22 @@ async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').map(str::to_string).collect::<Vec<_>>())
         .collect();
-    let creds = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::parse_basic)
-        .or_else(|| match (get("grant_type").as_deref(), get("username"), get("password")) {
-            (Some("password"), Some(u), Some(p)) => Some((u, p)),
-            _ => None,
-        });
+    let creds =
+        parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(auth::parse_basic).or_else(
+            || match (get("grant_type").as_deref(), get("username"), get("password")) {
+                (Some("password"), Some(u), Some(p)) => Some((u, p)),
+                _ => None,
+            },
+        );
     let account = match creds {
         Some((u, p)) => match reg.auth.check_password(&u, &p) {
             Some(a) => Some(a.clone()),
             None => {
-                return RegistryError::unauthorized("Basic realm=\"berth\"".to_string(), format!("wrong user name or password for {u:?}"))
-                    .into_response();
+                return RegistryError::unauthorized(
+                    "Basic realm=\"berth\"".to_string(),
+                    format!("wrong user name or password for {u:?}"),
+                )
+                .into_response();
             }
         },
         None => None,
@@ -744,7 +760,10 @@ mod tests {
         assert_eq!(route("/x/blobs/uploads/"), Some(Route::UploadStart { name: "x".into() }));
         assert_eq!(route("/x/blobs/uploads/abc"), Some(Route::Upload { name: "x".into(), id: "abc".into() }));
         assert_eq!(route("/x/blobs/sha256:00"), Some(Route::Blob { name: "x".into(), digest: "sha256:00".into() }));
-        assert_eq!(route("/x/referrers/sha256:00"), Some(Route::Referrers { name: "x".into(), digest: "sha256:00".into() }));
+        assert_eq!(
+            route("/x/referrers/sha256:00"),
+            Some(Route::Referrers { name: "x".into(), digest: "sha256:00".into() })
+        );
         assert_eq!(route("/x/other/y"), None);
     }
 
@@ -762,7 +781,8 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("repository%3Aacme%2Fp%3Apull"), "repository:acme/p:pull");
-        assert_eq!(percent_decode("a+b%"), "a b%");
+        assert_eq!(percent_decode("repository%3Aacme%2Fp%3Apull", true), "repository:acme/p:pull");
+        assert_eq!(percent_decode("a+b%", true), "a b%");
+        assert_eq!(percent_decode("application/vnd.cyclonedx+json", false), "application/vnd.cyclonedx+json");
     }
 }

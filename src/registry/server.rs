@@ -39,7 +39,8 @@ fn token_key(path: &Path) -> Result<Vec<u8>, ServeError> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
         f.write_all(&key).map_err(err)?;
         f.sync_all().map_err(err)?;
     }
