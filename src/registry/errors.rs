@@ -139,7 +139,11 @@ impl From<ContentError> for RegistryError {
             }
             ContentError::Body(_) => Code::BlobUploadInvalid,
             ContentError::Unsupported(_) => Code::Unsupported,
-            ContentError::Io { .. } => return RegistryError::internal(msg),
+            ContentError::Io { .. } => {
+                // The full error (with server paths) goes to the log, not to the client.
+                tracing::error!("storage: {msg}");
+                return RegistryError::internal("internal storage error; see the registry's log");
+            }
         };
         RegistryError::new(code, msg)
     }

@@ -237,7 +237,10 @@ fn base(ctx: &Ctx) -> RegistryResult<Response> {
     // Any valid credential opens /v2/ (that is how `docker login` and `skopeo login` check
     // a password); without one, the client is told where to get one.
     if auth.base_requires_auth() && !auth.authenticated(ctx.header(header::AUTHORIZATION)) {
-        return Err(RegistryError::unauthorized(auth.base_challenge(ctx.header(header::HOST)), "authentication required"));
+        return Err(RegistryError::unauthorized(
+            auth.base_challenge(ctx.header(header::HOST)),
+            "authentication required",
+        ));
     }
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
 }

@@ -96,7 +96,13 @@ async fn chunked_upload_with_status_and_out_of_order_chunk() {
     let r = c.patch(&loc).header("content-range", "1000-1999").body(data[1000..2000].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let d = sha256(&data);
-    let r = c.put(format!("{loc}?digest={d}")).header("content-range", "2000-2999").body(data[2000..].to_vec()).send().await.unwrap();
+    let r = c
+        .put(format!("{loc}?digest={d}"))
+        .header("content-range", "2000-2999")
+        .body(data[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let got = c.get(format!("{}/v2/{REPO}/blobs/{d}", s.url)).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.as_ref(), data.as_slice());
@@ -241,7 +247,12 @@ async fn manifest_push_pull_by_tag_and_digest() {
     let c = client();
     let (d, size) = push_image(&c, &s.url, REPO, "v1", b"layer").await;
     for reference in ["v1", d.as_str()] {
-        let r = c.get(format!("{}/v2/{REPO}/manifests/{reference}", s.url)).header("accept", OCI_MANIFEST).send().await.unwrap();
+        let r = c
+            .get(format!("{}/v2/{REPO}/manifests/{reference}", s.url))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["docker-content-digest"], d.as_str());
         assert_eq!(r.headers()["content-type"], OCI_MANIFEST);
@@ -279,7 +290,9 @@ async fn manifest_content_negotiation() {
     });
     let list_body = serde_json::to_vec(&list).unwrap();
     assert_eq!(
-        put_manifest(&c, &s.url, REPO, "list", "application/vnd.docker.distribution.manifest.list.v2+json", &list_body).await.status(),
+        put_manifest(&c, &s.url, REPO, "list", "application/vnd.docker.distribution.manifest.list.v2+json", &list_body)
+            .await
+            .status(),
         201
     );
     let url = format!("{}/v2/{REPO}/manifests/docker", s.url);
@@ -374,12 +387,18 @@ async fn manifest_with_absent_subject_is_accepted_with_oci_subject_header() {
     let c = client();
     push_blob(&c, &s.url, REPO, b"{}").await;
     let subject = sha256(b"not pushed yet");
-    let m = manifest((berth::oci::media::OCI_EMPTY, EMPTY, 2), &[], Some("application/vnd.example.sig"), Some((&subject, 14)));
+    let m = manifest(
+        (berth::oci::media::OCI_EMPTY, EMPTY, 2),
+        &[],
+        Some("application/vnd.example.sig"),
+        Some((&subject, 14)),
+    );
     let body = serde_json::to_vec(&m).unwrap();
     let r = put_manifest(&c, &s.url, REPO, &sha256(&body), OCI_MANIFEST, &body).await;
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["oci-subject"], subject.as_str());
-    let v: Value = c.get(format!("{}/v2/{REPO}/referrers/{subject}", s.url)).send().await.unwrap().json().await.unwrap();
+    let v: Value =
+        c.get(format!("{}/v2/{REPO}/referrers/{subject}", s.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["manifests"][0]["digest"], sha256(&body));
 }
 
@@ -389,10 +408,16 @@ async fn referrers_api_lists_filters_and_carries_annotations() {
     let c = client();
     let (img, size) = push_image(&c, &s.url, REPO, "v1", b"img").await;
     let sbom = push_referrer(&c, &s.url, REPO, "application/vnd.cyclonedx+json", (&img, size), b"sbom").await;
-    let sig = push_referrer(&c, &s.url, REPO, "application/vnd.dev.sigstore.bundle.v0.3+json", (&img, size), b"sig").await;
+    let sig =
+        push_referrer(&c, &s.url, REPO, "application/vnd.dev.sigstore.bundle.v0.3+json", (&img, size), b"sig").await;
     // one with annotations
     push_blob(&c, &s.url, REPO, b"{}").await;
-    let mut m = manifest((berth::oci::media::OCI_EMPTY, EMPTY, 2), &[], Some("application/vnd.aisopsflow.plugin.manifest.v1+json"), Some((&img, size)));
+    let mut m = manifest(
+        (berth::oci::media::OCI_EMPTY, EMPTY, 2),
+        &[],
+        Some("application/vnd.aisopsflow.plugin.manifest.v1+json"),
+        Some((&img, size)),
+    );
     m["annotations"] = json!({"org.opencontainers.image.created": "2026-11-25T00:00:00Z"});
     let body = serde_json::to_vec(&m).unwrap();
     let pm = sha256(&body);
@@ -453,7 +478,8 @@ async fn referrers_index_rebuilds_from_the_store() {
     let n = tokio::task::spawn_blocking(move || store.rebuild_referrers()).await.unwrap().unwrap();
     assert_eq!(n, 2);
     let v: Value = c.get(format!("{}/v2/{REPO}/referrers/{img}", s.url)).send().await.unwrap().json().await.unwrap();
-    let mut got: Vec<String> = v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_string()).collect();
+    let mut got: Vec<String> =
+        v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_string()).collect();
     got.sort();
     let mut want = vec![a, b];
     want.sort();

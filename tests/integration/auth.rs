@@ -5,7 +5,11 @@ use berth::registry::auth::{Account, hash_password};
 use serde_json::Value;
 
 fn account(name: &str, pw: &str, ns: &[&str]) -> Account {
-    Account { name: name.into(), password_hash: hash_password(pw).unwrap(), namespaces: ns.iter().map(|s| s.to_string()).collect() }
+    Account {
+        name: name.into(),
+        password_hash: hash_password(pw).unwrap(),
+        namespaces: ns.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 async fn token(c: &reqwest::Client, url: &str, user: &str, pw: &str, scope: &str) -> reqwest::Response {
@@ -22,7 +26,10 @@ async fn push_needs_a_token_scoped_to_the_accounts_namespace() {
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
     assert_eq!(
         challenge,
-        format!("Bearer realm=\"http://{}/token\",service=\"berth\",scope=\"repository:acme/tool:pull,push\"", s.host())
+        format!(
+            "Bearer realm=\"http://{}/token\",service=\"berth\",scope=\"repository:acme/tool:pull,push\"",
+            s.host()
+        )
     );
     assert_eq!(error_code(r).await, "UNAUTHORIZED");
 
@@ -37,7 +44,13 @@ async fn push_needs_a_token_scoped_to_the_accounts_namespace() {
     assert_eq!(v["access_token"], v["token"]);
     assert_eq!(v["expires_in"], 300);
     let d = sha256(b"authed");
-    let r = c.post(format!("{}/v2/acme/tool/blobs/uploads/?digest={d}", s.url)).bearer_auth(&t).body("authed").send().await.unwrap();
+    let r = c
+        .post(format!("{}/v2/acme/tool/blobs/uploads/?digest={d}", s.url))
+        .bearer_auth(&t)
+        .body("authed")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 
     // the same token does not open another namespace, even if asked for
@@ -50,7 +63,12 @@ async fn push_needs_a_token_scoped_to_the_accounts_namespace() {
     let r = c.post(format!("{}/v2/acme/tool/blobs/uploads/", s.url)).bearer_auth(format!("{t}x")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     // Basic credentials work directly too
-    let r = c.post(format!("{}/v2/acme/tool/blobs/uploads/", s.url)).basic_auth("alice", Some("s3cret")).send().await.unwrap();
+    let r = c
+        .post(format!("{}/v2/acme/tool/blobs/uploads/", s.url))
+        .basic_auth("alice", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     // anonymous pull is on by default
     let r = c.get(format!("{}/v2/acme/tool/blobs/{d}", s.url)).send().await.unwrap();
@@ -84,7 +102,10 @@ async fn private_registry_challenges_every_read() {
     let c = client();
     let r = c.get(format!("{}/v2/", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], format!("Bearer realm=\"http://{}/token\",service=\"berth\"", s.host()).as_str());
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        format!("Bearer realm=\"http://{}/token\",service=\"berth\"", s.host()).as_str()
+    );
     let r = c.get(format!("{}/v2/", s.url)).basic_auth("alice", Some("s3cret")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{}/v2/", s.url)).basic_auth("alice", Some("wrong")).send().await.unwrap();
@@ -117,9 +138,7 @@ async fn protected_mode_refuses_pushes_from_the_network_without_accounts() {
     use axum::extract::connect_info::MockConnectInfo;
     use tower::ServiceExt;
     let s = TestServer::start().await;
-    let push = || {
-        axum::http::Request::post("/v2/acme/tool/blobs/uploads/").body(axum::body::Body::empty()).unwrap()
-    };
+    let push = || axum::http::Request::post("/v2/acme/tool/blobs/uploads/").body(axum::body::Body::empty()).unwrap();
     let remote: std::net::SocketAddr = "192.0.2.10:40000".parse().unwrap();
     let app = berth::registry::router(s.registry.clone()).layer(MockConnectInfo(remote));
     let r = app.clone().oneshot(push()).await.unwrap();

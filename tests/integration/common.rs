@@ -133,7 +133,12 @@ pub async fn push_blob(c: &reqwest::Client, url: &str, repo: &str, data: &[u8]) 
 }
 
 /// An OCI image manifest over one layer (and optional subject / artifactType).
-pub fn manifest(config: (&str, &str, usize), layers: &[(&str, usize)], artifact_type: Option<&str>, subject: Option<(&str, usize)>) -> Value {
+pub fn manifest(
+    config: (&str, &str, usize),
+    layers: &[(&str, usize)],
+    artifact_type: Option<&str>,
+    subject: Option<(&str, usize)>,
+) -> Value {
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -150,7 +155,14 @@ pub fn manifest(config: (&str, &str, usize), layers: &[(&str, usize)], artifact_
 }
 
 /// PUTs a manifest; returns the response.
-pub async fn put_manifest(c: &reqwest::Client, url: &str, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> reqwest::Response {
+pub async fn put_manifest(
+    c: &reqwest::Client,
+    url: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> reqwest::Response {
     c.put(format!("{url}/v2/{repo}/manifests/{reference}"))
         .header("content-type", media_type)
         .body(body.to_vec())
@@ -172,10 +184,18 @@ pub async fn push_image(c: &reqwest::Client, url: &str, repo: &str, tag: &str, l
 }
 
 /// Pushes an artifact of `artifact_type` referring to `subject`; returns its digest.
-pub async fn push_referrer(c: &reqwest::Client, url: &str, repo: &str, artifact_type: &str, subject: (&str, usize), payload: &[u8]) -> String {
+pub async fn push_referrer(
+    c: &reqwest::Client,
+    url: &str,
+    repo: &str,
+    artifact_type: &str,
+    subject: (&str, usize),
+    payload: &[u8],
+) -> String {
     push_blob(c, url, repo, b"{}").await;
     let l = push_blob(c, url, repo, payload).await;
-    let m = manifest((berth::oci::media::OCI_EMPTY, EMPTY, 2), &[(&l, payload.len())], Some(artifact_type), Some(subject));
+    let m =
+        manifest((berth::oci::media::OCI_EMPTY, EMPTY, 2), &[(&l, payload.len())], Some(artifact_type), Some(subject));
     let body = serde_json::to_vec(&m).expect("json");
     let d = sha256(&body);
     let r = put_manifest(c, url, repo, &d, OCI_MANIFEST, &body).await;
@@ -205,6 +225,11 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// Fails the test when a tool the suite needs is missing: the README's test command
 /// installs it, so its absence is a setup bug, not a reason to skip.
 pub fn require_tool(name: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     assert!(ok, "{name} is not installed; run the README's test command, which installs it");
 }

@@ -136,7 +136,8 @@ async fn overlapping_pushes_of_blobs_and_manifests_all_verify() {
     let server = TestServer::start().await;
     let url = server.url.clone();
     // A small shared pool: each blob is pushed by 12 tasks, often at the same moment.
-    let pool: Arc<Vec<Vec<u8>>> = Arc::new((0..VARIANTS).map(|k| common::bytes(100 + k as u64, (16 << 10) << (k % 6))).collect());
+    let pool: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..VARIANTS).map(|k| common::bytes(100 + k as u64, (16 << 10) << (k % 6))).collect());
     let barrier = Arc::new(Barrier::new(TASKS));
     let mut handles = Vec::new();
     for t in 0..TASKS {
@@ -154,7 +155,9 @@ async fn overlapping_pushes_of_blobs_and_manifests_all_verify() {
             let mut layers = Vec::new();
             for (k, p) in picks.iter().enumerate() {
                 let d = upload(&c, &url, &repo, &pool[*p], t + k).await;
-                layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": pool[*p].len()}));
+                layers.push(
+                    json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": pool[*p].len()}),
+                );
                 blobs.push(d);
             }
             // Tasks t and t+24 push the identical manifest to the same repository and tag.
@@ -196,7 +199,10 @@ async fn overlapping_pushes_of_blobs_and_manifests_all_verify() {
 
     let mut pushed = Pushed::default();
     for h in handles {
-        let r = tokio::time::timeout(LIMIT, h).await.expect("push task hung (another task probably failed)").expect("push task");
+        let r = tokio::time::timeout(LIMIT, h)
+            .await
+            .expect("push task hung (another task probably failed)")
+            .expect("push task");
         pushed.blobs.entry(r.repo.clone()).or_default().extend(r.blobs);
         let ms = pushed.manifests.entry(r.repo.clone()).or_default();
         ms.insert(r.image.clone());
@@ -217,7 +223,12 @@ async fn overlapping_pushes_of_blobs_and_manifests_all_verify() {
         }
     }
     for ((repo, tag), candidates) in &pushed.tags {
-        let r = c.get(format!("{url}/v2/{repo}/manifests/{tag}")).header("accept", OCI_MANIFEST).send().await.expect("GET tag");
+        let r = c
+            .get(format!("{url}/v2/{repo}/manifests/{tag}"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .expect("GET tag");
         assert_eq!(r.status(), 200, "{repo}:{tag}");
         let hdr = header(&r, "docker-content-digest");
         let body = r.bytes().await.expect("body");
@@ -236,7 +247,8 @@ async fn overlapping_pushes_of_blobs_and_manifests_all_verify() {
         }
     }
     for repo in REPOS {
-        let v: Value = c.get(format!("{url}/v2/{repo}/tags/list")).send().await.expect("tags").json().await.expect("json");
+        let v: Value =
+            c.get(format!("{url}/v2/{repo}/tags/list")).send().await.expect("tags").json().await.expect("json");
         let got: BTreeSet<String> =
             v["tags"].as_array().expect("tags").iter().map(|t| t.as_str().expect("tag").to_string()).collect();
         let want: BTreeSet<String> = pushed.tags.keys().filter(|(r, _)| r == repo).map(|(_, t)| t.clone()).collect();

@@ -21,7 +21,9 @@ async fn pushes_and_deletes_are_published_in_process() {
     assert_eq!(e.target.tag.as_deref(), Some("v1"));
     assert_eq!(e.target.media_type, OCI_MANIFEST);
     assert!(e.request.addr.starts_with("127.0.0.1:"));
-    let r = push_referrer(&c, &s.url, "acme/p", "application/vnd.aisopsflow.plugin.manifest.v1+json", (&img, size), b"pm").await;
+    let r =
+        push_referrer(&c, &s.url, "acme/p", "application/vnd.aisopsflow.plugin.manifest.v1+json", (&img, size), b"pm")
+            .await;
     let e = rx.recv().await.unwrap();
     assert_eq!(e.target.digest, r);
     assert_eq!(e.target.subject.as_deref(), Some(img.as_str()));

@@ -66,7 +66,10 @@ async fn gc_sweeps_unreferenced_blobs_and_orphaned_referrers() {
     // all that is left is nothing
     let rep = run_gc(&s, Duration::ZERO, false).await;
     assert!(rep.blobs_deleted.is_empty());
-    let left = std::fs::read_dir(s.data_dir().join("blobs/sha256")).unwrap().flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap()).count();
+    let left = std::fs::read_dir(s.data_dir().join("blobs/sha256"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .count();
     assert_eq!(left, 0);
 }
 
@@ -74,7 +77,11 @@ async fn gc_sweeps_unreferenced_blobs_and_orphaned_referrers() {
 fn gc_and_fsck_commands_run_on_a_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_berth");
-    let out = std::process::Command::new(bin).args(["gc", "--dry-run", "--grace", "0s", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["gc", "--dry-run", "--grace", "0s", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("would delete 0 blobs"));
     // a corrupt blob is caught by fsck
