@@ -179,3 +179,83 @@ impl std::fmt::Display for Reference {
         }
     }
 }
+
+/// One behavioural suite run against every store, so they all mean the same thing.
+#[cfg(test)]
+pub(crate) mod target_suite {
+    use super::*;
+    use crate::oci::media;
+    use serde_json::json;
+
+    fn reader(data: &[u8]) -> Reader {
+        Box::pin(std::io::Cursor::new(data.to_vec()))
+    }
+
+    pub async fn exercise(t: &dyn GraphTargetDyn) {
+        // blobs: push with the expected descriptor, fetch back verified
+        let empty = descriptor_for(media::OCI_EMPTY, b"{}");
+        t.push(&empty, reader(b"{}")).await.unwrap();
+        let layer = descriptor_for("application/vnd.oci.image.layer.v1.tar", b"layer bytes");
+        assert!(!t.exists(&layer).await.unwrap());
+        // wrong content for the descriptor is refused and leaves nothing
+        let e = t.push(&layer, reader(b"other bytes")).await.unwrap_err();
+        assert!(matches!(e, ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. }), "{e}");
+        assert!(!t.exists(&layer).await.unwrap());
+        t.push(&layer, reader(b"layer bytes")).await.unwrap();
+        assert!(t.exists(&layer).await.unwrap());
+        assert_eq!(fetch_all(t, &layer).await.unwrap(), b"layer bytes");
+
+        // a manifest, tagged
+        let m = json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": empty, "layers": [layer]});
+        let mb = serde_json::to_vec(&m).unwrap();
+        let md = descriptor_for(media::OCI_MANIFEST, &mb);
+        t.push(&md, reader(&mb)).await.unwrap();
+        t.tag(&md, "v1").await.unwrap();
+        let resolved = t.resolve("v1").await.unwrap();
+        assert_eq!(resolved.digest(), md.digest());
+        assert_eq!(resolved.size(), md.size());
+        assert!(matches!(t.resolve("v2").await.unwrap_err(), ContentError::NotFound(_)));
+        assert!(t.tag(&md, "bad tag").await.is_err());
+
+        // a manifest whose blobs are missing is refused
+        let ghost = descriptor_for("application/vnd.oci.image.layer.v1.tar", b"ghost");
+        let bad = serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": empty, "layers": [ghost]}),
+        )
+        .unwrap();
+        let e = t.push(&descriptor_for(media::OCI_MANIFEST, &bad), reader(&bad)).await.unwrap_err();
+        assert!(matches!(e, ContentError::MissingReference { .. }), "{e}");
+
+        // a referrer is a predecessor of its subject
+        let r = json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "artifactType": "application/vnd.example",
+                       "config": empty, "layers": [], "subject": md});
+        let rb = serde_json::to_vec(&r).unwrap();
+        let rd = descriptor_for(media::OCI_MANIFEST, &rb);
+        t.push(&rd, reader(&rb)).await.unwrap();
+        let preds = t.predecessors(&md).await.unwrap();
+        assert_eq!(preds.len(), 1);
+        assert_eq!(preds[0].digest(), rd.digest());
+        assert_eq!(preds[0].artifact_type().as_ref().unwrap().to_string(), "application/vnd.example");
+
+        // deleting the referrer removes the edge
+        t.delete(&rd).await.unwrap();
+        assert!(t.predecessors(&md).await.unwrap().is_empty());
+        assert!(matches!(t.delete(&rd).await.unwrap_err(), ContentError::NotFound(_)));
+    }
+
+    /// `GraphTarget` plus `Deleter`, as one object-safe trait for the suite.
+    pub trait GraphTargetDyn: GraphTarget + Deleter {}
+    impl<T: GraphTarget + Deleter> GraphTargetDyn for T {}
+
+    #[tokio::test]
+    async fn memory_store_meets_the_suite() {
+        exercise(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn fs_repository_meets_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        exercise(&store.repository("acme/suite").unwrap()).await;
+    }
+}
