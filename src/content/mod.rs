@@ -13,9 +13,12 @@
 //! registries and OCI layout directories join the family in later modules.
 
 pub mod check;
+pub mod copy;
 pub mod fs;
 pub mod gc;
+pub mod layout;
 pub mod memory;
+pub mod remote;
 
 use crate::oci::{Digest, DigestError, ManifestError, NameError};
 use async_trait::async_trait;

@@ -46,6 +46,8 @@ pub struct Child {
     pub is_manifest: bool,
     /// Layers that carry `urls` may live elsewhere (non-distributable) and are not required.
     pub external: bool,
+    /// The descriptor as written in the manifest.
+    pub descriptor: Descriptor,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +136,7 @@ fn child(d: &Descriptor, at: &str, is_manifest: bool) -> Result<Child, ManifestE
         size: d.size(),
         is_manifest,
         external: d.urls().as_ref().is_some_and(|u| !u.is_empty()),
+        descriptor: d.clone(),
     })
 }
 

@@ -1,0 +1,1 @@
+//! Graph copy (in progress).

@@ -1,0 +1,1 @@
+//! Remote registry store (in progress).
