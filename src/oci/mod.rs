@@ -8,10 +8,12 @@
 pub mod digest;
 pub mod manifest;
 pub mod name;
+pub mod reference;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{ManifestError, ParsedManifest};
 pub use name::{NameError, validate_repository, validate_tag};
+pub use reference::{ImageReference, ReferenceError};
 
 /// Media types the registry knows by name.
 pub mod media {

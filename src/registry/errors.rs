@@ -139,6 +139,8 @@ impl From<ContentError> for RegistryError {
             }
             ContentError::Body(_) => Code::BlobUploadInvalid,
             ContentError::Unsupported(_) => Code::Unsupported,
+            ContentError::Remote(_) => return RegistryError::internal(msg),
+            ContentError::Unauthorized(_) => Code::Denied,
             ContentError::Io { .. } => {
                 // The full error (with server paths) goes to the log, not to the client.
                 tracing::error!("storage: {msg}");
