@@ -54,8 +54,9 @@ pub struct RemoteOptions {
     /// A Docker `config.json` to read credentials from (default: `$DOCKER_CONFIG/config.json`,
     /// `~/.docker/config.json`, then `$REGISTRY_AUTH_FILE` or containers' `auth.json`).
     pub docker_config: Option<PathBuf>,
-    /// Speak plain HTTP even to a non-loopback registry.
-    pub plain_http: bool,
+    /// `Some(true)`: plain HTTP; `Some(false)`: TLS; `None`: plain HTTP for loopback
+    /// registries only.
+    pub plain_http: Option<bool>,
     /// Extra CA certificate (PEM) to trust.
     pub ca_file: Option<PathBuf>,
     /// Retries of a request answered 429 or 5xx, or failing to connect (default 5).
@@ -184,7 +185,7 @@ fn retryable(status: StatusCode) -> bool {
 impl RemoteRegistry {
     /// A client for `registry` (`host[:port]`).
     pub fn new(registry: &str, opts: RemoteOptions) -> Result<Arc<RemoteRegistry>> {
-        let plain = opts.plain_http || crate::oci::reference::is_loopback_host(registry);
+        let plain = opts.plain_http.unwrap_or_else(|| crate::oci::reference::is_loopback_host(registry));
         let base = format!("{}://{registry}", if plain { "http" } else { "https" });
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
@@ -658,9 +659,8 @@ impl RemoteRepository {
             })
             .await?;
         match r.status() {
-            StatusCode::OK => Ok(Some(r)),
             StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(remote_err(format!("HEAD {rest}: {}", describe(r).await))),
+            _ => expect(r, &[StatusCode::OK], &format!("HEAD {}/{rest}", self.name)).await.map(Some),
         }
     }
 }

@@ -233,3 +233,61 @@ pub fn require_tool(name: &str) {
         .unwrap_or(false);
     assert!(ok, "{name} is not installed; run the README's test command, which installs it");
 }
+
+/// Debian's docker-registry (CNCF distribution 2.8, no referrers API) on 127.0.0.1.
+pub struct Distribution {
+    child: Child,
+    /// `127.0.0.1:port`
+    pub host: String,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    pub fn start() -> Distribution {
+        Self::start_with("")
+    }
+
+    /// Starts distribution with `extra` YAML appended under `http:` (e.g. TLS settings).
+    pub fn start_with(http_extra: &str) -> Distribution {
+        require_tool("docker-registry");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{http_extra}",
+                dir.path().join("store").display()
+            ),
+        )
+        .expect("config");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn docker-registry");
+        let err = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(err).lines();
+        let host = loop {
+            let line = lines.next().expect("docker-registry exited before listening").expect("read");
+            if let Some(i) = line.find("listening on ") {
+                let rest = &line[i + "listening on ".len()..];
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',').collect();
+                break addr.replace("[::]", "127.0.0.1");
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let scheme = if http_extra.contains("tls") { "https" } else { "http" };
+        Distribution { url: format!("{scheme}://{host}"), host, child, _dir: dir }
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

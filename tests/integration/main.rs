@@ -10,3 +10,5 @@ mod crash;
 mod events;
 mod gc;
 mod interop;
+mod remote;
+mod layout;
