@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use berth::content::remote::{Credentials, RemoteOptions, RemoteRegistry, RemoteRepository};
-use berth::content::{ContentError, Fetcher, Pusher, ReadOnlyStorage, TagResolver, descriptor_for, fetch_all};
+use berth::content::{ContentError, Pusher, ReadOnlyStorage, TagResolver, descriptor_for, fetch_all};
 use berth::content::{Deleter, PredecessorFinder, Reader};
 use berth::oci::media;
 use oci_spec::image::Descriptor;
