@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod bench_copy;
+pub mod transfer;
+
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A registry-native plugin marketplace for AisOpsFlow")]
 pub struct Cli {
@@ -27,6 +30,12 @@ pub enum Command {
     HashPassword,
     /// Measure a registry: blob push/pull MB/s, manifest GET/PUT requests/s.
     Bench(crate::bench::BenchArgs),
+    /// Copy an artifact graph between registries and OCI layout directories.
+    Copy(transfer::CopyArgs),
+    /// Print an artifact's referrer tree.
+    Discover(transfer::DiscoverArgs),
+    /// Measure graph copies: N images with R referrers each, registry to registry.
+    BenchCopy(bench_copy::BenchCopyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +180,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             println!("{}", crate::registry::auth::hash_password(pw).map_err(anyhow::Error::msg)?);
             Ok(0)
         }
+        Command::Copy(a) => transfer::copy(a).await,
+        Command::Discover(a) => transfer::discover(a).await,
+        Command::BenchCopy(a) => bench_copy::run(a).await,
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod copy;
+pub mod endpoint;
 pub mod fs;
 pub mod gc;
 pub mod layout;
@@ -66,6 +67,10 @@ pub enum ContentError {
     Io { path: String, source: std::io::Error },
     #[error("{0}")]
     Unsupported(String),
+    #[error("registry: {0}")]
+    Remote(String),
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
 }
 
 pub type Result<T, E = ContentError> = std::result::Result<T, E>;

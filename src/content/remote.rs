@@ -77,6 +77,9 @@ pub struct RemoteRegistry {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     /// Whether the server wants Basic credentials on every request.
     basic: Mutex<bool>,
+    /// One lock per `repository@subject` referrers index, so this client's own concurrent
+    /// pushes never race each other's read-modify-write.
+    index_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for RemoteRegistry {
@@ -212,6 +215,7 @@ impl RemoteRegistry {
             opts,
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(false),
+            index_locks: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -282,7 +286,8 @@ impl RemoteRegistry {
                     self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
                     return Ok(false);
                 }
-                let realm = params.get("realm").ok_or_else(|| remote_err(format!("Bearer challenge without realm: {h}")))?;
+                let realm =
+                    params.get("realm").ok_or_else(|| remote_err(format!("Bearer challenge without realm: {h}")))?;
                 let mut q: Vec<(&str, String)> = Vec::new();
                 if let Some(s) = params.get("service") {
                     q.push(("service", s.clone()));
@@ -431,7 +436,13 @@ impl RemoteRepository {
     }
 
     /// PUTs a manifest; returns whether the registry answered with `OCI-Subject`.
-    async fn put_manifest_raw(&self, reference: &str, media_type: &str, body: Bytes, if_match: Option<&str>) -> Result<Response> {
+    async fn put_manifest_raw(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: Bytes,
+        if_match: Option<&str>,
+    ) -> Result<Response> {
         let url = self.registry.url(&self.path(&format!("manifests/{reference}")));
         let client = self.registry.client.clone();
         let mt = media_type.to_string();
@@ -448,9 +459,17 @@ impl RemoteRepository {
     }
 
     /// Adds `entry` to the referrers tag-schema index of `subject` (read-modify-write).
+    /// Writers in this process take turns; against other writers, `If-Match` protects the
+    /// update where the registry supports it, and reading the index back after writing
+    /// catches a lost update where it does not (distribution ignores `If-Match`).
     async fn add_to_fallback_index(&self, subject: &Digest, entry: Descriptor) -> Result<()> {
         let tag = subject.tag_form();
-        for _ in 0..5 {
+        let lock = {
+            let mut locks = self.registry.index_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(format!("{}@{subject}", self.name)).or_default().clone()
+        };
+        let _turn = lock.lock().await;
+        for _ in 0..8 {
             let (mut list, etag) = match self.get_manifest_raw(&tag).await {
                 Ok((body, ct, etag)) => (self.fallback_index(subject, &body, &ct)?, etag),
                 Err(ContentError::NotFound(_)) => (Vec::new(), None),
@@ -467,7 +486,7 @@ impl RemoteRepository {
                 continue; // someone else updated it: read again
             }
             expect(r, &[StatusCode::CREATED, StatusCode::OK], &format!("referrers index {}:{tag}", self.name)).await?;
-            return Ok(());
+            // Loop: the next read confirms the entry (or redoes a lost update).
         }
         Err(remote_err(format!("referrers index {}:{tag} kept changing under concurrent updates", self.name)))
     }
@@ -511,7 +530,8 @@ impl RemoteRepository {
             }
             let client = self.registry.client.clone();
             let r = self.registry.send(&self.pull_scope(), &|| client.get(&url)).await?;
-            let ct = r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let ct =
+                r.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             if r.status() == StatusCode::OK && ct.starts_with(media::OCI_INDEX) {
                 *self.referrers_api.lock().unwrap_or_else(|p| p.into_inner()) = Some(true);
                 let filtered = r.headers().get("oci-filters-applied").is_some();
@@ -604,7 +624,8 @@ impl RemoteRepository {
                 loop {
                     let mut filled = 0;
                     while filled < buf.len() {
-                        let n = content.read(&mut buf[filled..]).await.map_err(|e| ContentError::Body(e.to_string()))?;
+                        let n =
+                            content.read(&mut buf[filled..]).await.map_err(|e| ContentError::Body(e.to_string()))?;
                         if n == 0 {
                             break;
                         }
@@ -744,7 +765,8 @@ impl super::TagResolver for RemoteRepository {
         super::Reference::parse(reference)?;
         if let Some(r) = self.head(&format!("manifests/{reference}"), Some(ACCEPT_MANIFESTS)).await? {
             let h = r.headers();
-            let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Digest>().ok());
+            let digest =
+                h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Digest>().ok());
             let ct = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
             let len = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             if let (Some(d), Some(ct), Some(len)) = (digest, ct, len)
@@ -804,7 +826,8 @@ mod tests {
 
     #[test]
     fn challenges_parse() {
-        let (s, p) = parse_challenge(r#"Bearer realm="http://h:1/token",service="berth",scope="repository:a/b:pull,push""#);
+        let (s, p) =
+            parse_challenge(r#"Bearer realm="http://h:1/token",service="berth",scope="repository:a/b:pull,push""#);
         assert_eq!(s, "bearer");
         assert_eq!(p["realm"], "http://h:1/token");
         assert_eq!(p["scope"], "repository:a/b:pull,push");

@@ -64,8 +64,7 @@ pub fn is_loopback_host(registry: &str) -> bool {
     } else {
         registry.split(':').next().unwrap_or(registry)
     };
-    host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl fmt::Display for ImageReference {

@@ -58,7 +58,8 @@ async fn remote_store_round_trip_on_berth_uses_the_referrers_api() {
     assert_eq!(r.resolve("v1").await.unwrap().digest(), img.digest());
     let got = r.predecessors(&img).await.unwrap();
     assert_eq!(digests(&got), digests(&refs));
-    let one = r.referrers(&img.digest().to_string().parse().unwrap(), Some("application/vnd.test.kind1")).await.unwrap();
+    let one =
+        r.referrers(&img.digest().to_string().parse().unwrap(), Some("application/vnd.test.kind1")).await.unwrap();
     assert_eq!(digests(&one), digests(&refs[1..2]));
     // berth indexed them itself: no fallback tag was written
     let c = client();
@@ -114,7 +115,8 @@ async fn distribution_without_referrers_api_gets_the_tag_schema() {
     fresh.push(&refs[0], reader(&again)).await.unwrap();
     assert_eq!(fresh.predecessors(&img).await.unwrap().len(), 3);
     // filtering happens client-side
-    let only = fresh.referrers(&img.digest().to_string().parse().unwrap(), Some("application/vnd.test.kind2")).await.unwrap();
+    let only =
+        fresh.referrers(&img.digest().to_string().parse().unwrap(), Some("application/vnd.test.kind2")).await.unwrap();
     assert_eq!(digests(&only), digests(&refs[2..3]));
 }
 
@@ -189,7 +191,8 @@ async fn throttled_and_failing_answers_are_retried_honouring_retry_after() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = l.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(l, app).await });
-    let r = repo(&host, "x", RemoteOptions { backoff: Some(std::time::Duration::from_millis(1)), ..Default::default() });
+    let r =
+        repo(&host, "x", RemoteOptions { backoff: Some(std::time::Duration::from_millis(1)), ..Default::default() });
     let d = r.resolve("v1").await.unwrap();
     assert_eq!(d.digest().to_string(), sha256(body));
     assert_eq!(hits.load(Ordering::SeqCst), 4, "429, 503, then HEAD and GET answered");
@@ -209,16 +212,47 @@ async fn tls_with_a_custom_ca() {
         let out = std::process::Command::new("openssl").args(args).current_dir(d).output().unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=berth test CA"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test CA",
+    ]);
     run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]);
     std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
     let dist = Distribution::start_with(&format!(
         "  tls:\n    certificate: {}\n    key: {}\n",
         d.join("srv.pem").display(),
         d.join("srv.key").display()
     ));
-    let tls = |ca: Option<std::path::PathBuf>| RemoteOptions { plain_http: Some(false), ca_file: ca, ..Default::default() };
+    let tls =
+        |ca: Option<std::path::PathBuf>| RemoteOptions { plain_http: Some(false), ca_file: ca, ..Default::default() };
     // without the CA the certificate is not trusted
     let untrusted = repo(&dist.host, "acme/tls", RemoteOptions { max_retries: Some(0), ..tls(None) });
     assert!(untrusted.resolve("v1").await.is_err());
