@@ -154,8 +154,13 @@ fn summary(r: &CopyReport) -> String {
             r.skipped, r.bytes_skipped
         );
     }
+    let mounted = if r.blobs_mounted > 0 {
+        format!(", {} blobs ({} bytes) mounted from the source repository", r.blobs_mounted, r.bytes_mounted)
+    } else {
+        String::new()
+    };
     format!(
-        "copied {} objects ({} blobs, {} manifests, {} bytes); skipped {} already present ({} bytes)",
+        "copied {} objects ({} blobs, {} manifests, {} bytes transferred{mounted}); skipped {} already present ({} bytes)",
         r.copied, r.blobs_copied, r.manifests_copied, r.bytes_copied, r.skipped, r.bytes_skipped
     )
 }

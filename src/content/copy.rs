@@ -86,6 +86,10 @@ pub struct CopyReport {
     pub bytes_skipped: u64,
     pub blobs_copied: usize,
     pub manifests_copied: usize,
+    /// Blobs the destination mounted from another repository (counted in `blobs_copied`,
+    /// their bytes in `bytes_mounted`, not `bytes_copied`: they did not travel).
+    pub blobs_mounted: usize,
+    pub bytes_mounted: u64,
 }
 
 impl CopyReport {
@@ -97,6 +101,8 @@ impl CopyReport {
         self.bytes_skipped += other.bytes_skipped;
         self.blobs_copied += other.blobs_copied;
         self.manifests_copied += other.manifests_copied;
+        self.blobs_mounted += other.blobs_mounted;
+        self.bytes_mounted += other.bytes_mounted;
     }
 }
 
@@ -296,17 +302,27 @@ impl<'a> Copier<'a> {
             Err(e) => return Err(self.destination(desc, e)),
         }
         let is_manifest = media::is_manifest(desc.media_type().as_ref());
+        let mut mounted = false;
         if is_manifest {
             drop(permit);
             self.copy_manifest(desc).await?;
         } else {
-            // The permit stays held: the blob's transfer is the operation it bounds.
-            self.transfer(desc, None).await?;
+            // A registry that can mount the blob from another repository needs no bytes.
+            mounted = self.dst.mount(desc).await.map_err(|e| self.destination(desc, e))?;
+            if !mounted {
+                // The permit stays held: the blob's transfer is the operation it bounds.
+                self.transfer(desc, None).await?;
+            }
             drop(permit);
         }
         let mut r = lock(&self.report);
         r.copied += 1;
-        r.bytes_copied += desc.size();
+        if mounted {
+            r.blobs_mounted += 1;
+            r.bytes_mounted += desc.size();
+        } else {
+            r.bytes_copied += desc.size();
+        }
         if is_manifest {
             r.manifests_copied += 1;
         } else {

@@ -95,6 +95,12 @@ pub trait Pusher: Send + Sync {
     /// Stores `content`, which must have `expected`'s digest and size; anything else is
     /// refused and leaves no trace. Manifests (by media type) are validated and indexed.
     async fn push(&self, expected: &Descriptor, content: Reader) -> Result<()>;
+
+    /// Makes blob `expected` present without its bytes travelling (a registry's
+    /// cross-repository mount). `Ok(false)` means "not here": push it instead.
+    async fn mount(&self, _expected: &Descriptor) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 #[async_trait]

@@ -559,15 +559,23 @@ impl RemoteRepository {
         Ok(list)
     }
 
-    async fn try_mount(&self, d: &Digest) -> Result<Mount> {
-        let Some(from) = &self.mount_from else { return Ok(Mount::NotTried) };
+    /// Cross-repository mount from `mount_from`; an upload session the registry opens
+    /// instead (it could not mount) is cancelled, since the caller will push.
+    async fn try_mount(&self, d: &Digest) -> Result<bool> {
+        let Some(from) = &self.mount_from else { return Ok(false) };
         let url = self.registry.url(&self.path(&format!("blobs/uploads/?mount={d}&from={from}")));
         let client = self.registry.client.clone();
         let scope = format!("{} repository:{from}:pull", self.push_scope());
         let r = self.registry.send(&scope, &|| client.post(&url)).await?;
         match r.status() {
-            StatusCode::CREATED => Ok(Mount::Mounted),
-            StatusCode::ACCEPTED => Ok(location(&r).map(Mount::Session).unwrap_or(Mount::NotTried)),
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Some(loc) = location(&r) {
+                    let url = self.registry.url(&loc);
+                    let _ = self.registry.send(&self.push_scope(), &|| client.delete(&url)).await;
+                }
+                Ok(false)
+            }
             _ => Err(remote_err(format!("mount of {d}: {}", describe(r).await))),
         }
     }
@@ -584,11 +592,7 @@ impl RemoteRepository {
         let d = descriptor_digest(expected)?;
         let size = expected.size();
         // Cross-repository mount: 201 means done; otherwise the answer is a session.
-        let loc = match self.try_mount(&d).await? {
-            Mount::Mounted => return Ok(()),
-            Mount::Session(l) => l,
-            Mount::NotTried => self.start_upload().await?,
-        };
+        let loc = self.start_upload().await?;
         let scope = self.push_scope();
         let client = self.registry.client.clone();
         let with_digest = |loc: &str| {
@@ -686,14 +690,6 @@ impl RemoteRepository {
     }
 }
 
-/// The outcome of a cross-repository mount request.
-enum Mount {
-    Mounted,
-    /// Not mountable; the registry opened an upload session instead.
-    Session(String),
-    NotTried,
-}
-
 fn location(r: &Response) -> Option<String> {
     r.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -717,6 +713,13 @@ impl super::Fetcher for RemoteRepository {
 
 #[async_trait::async_trait]
 impl super::Pusher for RemoteRepository {
+    async fn mount(&self, expected: &Descriptor) -> Result<bool> {
+        if is_manifest(expected) {
+            return Ok(false);
+        }
+        self.try_mount(&descriptor_digest(expected)?).await
+    }
+
     async fn push(&self, expected: &Descriptor, content: Reader) -> Result<()> {
         if !is_manifest(expected) {
             return self.push_blob(expected, content).await;

@@ -244,3 +244,21 @@ async fn interrupted_copy_resumes_and_moves_only_what_is_missing() {
     let got = c.get(format!("{}/v2/acme/big/manifests/v1", b.url)).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(sha256(&got), sha256(&body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_within_one_registry_mount_blobs_instead_of_moving_them() {
+    let a = TestServer::start().await;
+    let (img, _) = push_plugin(&a.url, "acme/src").await;
+    let r = copy_ok(format!("{}/acme/src:v1", a.host()), format!("{}/acme/dst:v1", a.host())).await;
+    let report = &r["report"];
+    // 6 blobs: the image's config (shared empty) and layer, 4 referrer payloads… all mounted
+    assert_eq!(report["blobs_mounted"], report["blobs_copied"], "{r}");
+    assert!(report["blobs_mounted"].as_u64().unwrap() >= 5, "{r}");
+    // only manifests travelled
+    let manifest_bytes = report["bytes_copied"].as_u64().unwrap();
+    assert!(manifest_bytes < 5 * 1024, "{r}");
+    assert_eq!(discover(format!("{}/acme/dst:v1", a.host())).await["digest"], img.as_str());
+    let layer = sha256(&bytes(42, 300_000));
+    let got = client().get(format!("{}/v2/acme/dst/blobs/{layer}", a.url)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&got), layer);
+}
