@@ -1001,6 +1001,8 @@ mod tests {
             bytes_skipped: 4,
             blobs_copied: 1,
             manifests_copied: 0,
+            blobs_mounted: 1,
+            bytes_mounted: 7,
         };
         let b = CopyReport {
             copied: 10,
@@ -1009,6 +1011,8 @@ mod tests {
             bytes_skipped: 40,
             blobs_copied: 4,
             manifests_copied: 6,
+            blobs_mounted: 2,
+            bytes_mounted: 70,
         };
         a.merge(&b);
         assert_eq!(
@@ -1019,7 +1023,9 @@ mod tests {
                 bytes_copied: 33,
                 bytes_skipped: 44,
                 blobs_copied: 5,
-                manifests_copied: 6
+                manifests_copied: 6,
+                blobs_mounted: 3,
+                bytes_mounted: 77,
             }
         );
         assert_eq!(serde_json::to_value(&a).unwrap()["bytes_copied"], 33);
