@@ -33,7 +33,7 @@ pub struct BenchCopyArgs {
     /// Images copied at once (each copy also runs its own storage operations concurrently).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
-    /// Repository names used on both sides.
+    /// Repository prefix: images go to `<repo>/src` and are copied to `<repo>/dst`.
     #[arg(long, default_value = "bench/copy")]
     pub repo: String,
     /// Print JSON.
@@ -68,8 +68,8 @@ async fn push(t: &dyn Pusher, media_type: &str, bytes: Vec<u8>) -> Result<Descri
 
 pub async fn run(a: BenchCopyArgs) -> Result<i32> {
     let opts = a.remote.options();
-    let src = RemoteRegistry::new(&a.src, opts.clone())?.repository(&a.repo)?;
-    let dst = RemoteRegistry::new(&a.dst, opts)?.repository(&a.repo)?;
+    let src = RemoteRegistry::new(&a.src, opts.clone())?.repository(&format!("{}/src", a.repo))?;
+    let dst = RemoteRegistry::new(&a.dst, opts)?.repository(&format!("{}/dst", a.repo))?;
     let run_id: u64 = rand::random();
     let started = Instant::now();
     let empty = push(&src, media::OCI_EMPTY, b"{}".to_vec()).await?;
