@@ -5,9 +5,14 @@
 //! the data plane (content stores and the embedded OCI Distribution 1.1 registry) and,
 //! as they land, the planes above it. See `DESIGN.md` in the shared folder for the map.
 
+pub mod artifacts;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod content;
 pub mod oci;
+pub mod pack;
+pub mod plugin;
 pub mod registry;
+pub mod sbom;
+pub mod sign;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod bench_copy;
+pub mod publisher;
 pub mod transfer;
 
 #[derive(Parser, Debug)]
@@ -36,6 +37,22 @@ pub enum Command {
     Discover(transfer::DiscoverArgs),
     /// Measure graph copies: N images with R referrers each, registry to registry.
     BenchCopy(bench_copy::BenchCopyArgs),
+    /// Validate a plugin manifest, reporting every problem with its JSON pointer.
+    Validate(publisher::ValidateArgs),
+    /// Build a reproducible plugin image from a static binary.
+    Pack(publisher::PackArgs),
+    /// Make or check CycloneDX SBOMs.
+    #[command(subcommand)]
+    Sbom(publisher::SbomCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Key(publisher::KeyCommand),
+    /// Sign an image or artifact (cosign v3 bundle referrer, or --legacy .sig tag).
+    Sign(publisher::SignArgs),
+    /// Verify signatures (bundle referrers and legacy .sig tags) against trusted keys.
+    VerifySignature(publisher::VerifySignatureArgs),
+    /// Publish a plugin: image by digest, manifest artifact, SBOM, signatures.
+    Publish(publisher::PublishArgs),
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +200,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Copy(a) => transfer::copy(a).await,
         Command::Discover(a) => transfer::discover(a).await,
         Command::BenchCopy(a) => bench_copy::run(a).await,
+        Command::Validate(a) => publisher::validate(a).await,
+        Command::Pack(a) => publisher::pack(a).await,
+        Command::Sbom(c) => publisher::sbom(c),
+        Command::Key(c) => publisher::key(c),
+        Command::Sign(a) => publisher::sign_cmd(a).await,
+        Command::VerifySignature(a) => publisher::verify_signature(a).await,
+        Command::Publish(a) => publisher::publish(a).await,
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

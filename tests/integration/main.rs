@@ -12,4 +12,6 @@ mod events;
 mod gc;
 mod interop;
 mod layout;
+mod pack;
+mod publish;
 mod remote;
