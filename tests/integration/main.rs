@@ -15,3 +15,4 @@ mod layout;
 mod pack;
 mod publish;
 mod remote;
+mod runc;
