@@ -78,11 +78,8 @@ async fn packed_plugin_runs_non_root_on_a_read_only_root_and_answers_health() {
     rt["process"]["terminal"] = json!(false);
     rt["process"]["user"] = json!({"uid": 65532, "gid": 65532});
     rt["process"]["args"] = config["config"]["Entrypoint"].clone();
-    rt["process"]["env"] = json!([
-        "PATH=/usr/bin:/bin",
-        format!("PLUGIN_PORT={port}"),
-        "RUNNER_API_KEY_FILE=/run/secrets/runner_api_key"
-    ]);
+    rt["process"]["env"] =
+        json!(["PATH=/usr/bin:/bin", format!("PLUGIN_PORT={port}"), "RUNNER_API_KEY_FILE=/run/secrets/runner_api_key"]);
     rt["process"]["noNewPrivileges"] = json!(true);
     rt["process"]["capabilities"] = json!({"bounding": [], "effective": [], "permitted": [], "ambient": []});
     rt["root"]["readonly"] = json!(true);
@@ -147,7 +144,10 @@ async fn packed_plugin_runs_non_root_on_a_read_only_root_and_answers_health() {
     assert!(cap_eff.ends_with("0000000000000000"), "{cap_eff}");
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     let root = mountinfo.lines().find(|l| l.split_whitespace().nth(4) == Some("/")).unwrap();
-    assert!(root.split_whitespace().nth(5).unwrap().split(',').any(|o| o == "ro"), "root mount is not read-only: {root}");
+    assert!(
+        root.split_whitespace().nth(5).unwrap().split(',').any(|o| o == "ro"),
+        "root mount is not read-only: {root}"
+    );
 
     drop(guard);
     let _ = child.wait();
