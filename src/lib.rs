@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod content;
 pub mod oci;
 pub mod pack;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod bench_copy;
+pub mod conformance;
 pub mod publisher;
 pub mod transfer;
 
@@ -53,6 +54,8 @@ pub enum Command {
     VerifySignature(publisher::VerifySignatureArgs),
     /// Publish a plugin: image by digest, manifest artifact, SBOM, signatures.
     Publish(publisher::PublishArgs),
+    /// Run the runner API v1 conformance suite against a running plugin (by URL).
+    Conformance(conformance::ConformanceArgs),
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +210,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Sign(a) => publisher::sign_cmd(a).await,
         Command::VerifySignature(a) => publisher::verify_signature(a).await,
         Command::Publish(a) => publisher::publish(a).await,
+        Command::Conformance(a) => conformance::run(a).await,
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

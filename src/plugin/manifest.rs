@@ -96,6 +96,30 @@ pub struct Entrypoint {
     pub path: String,
     pub method: HttpMethod,
     pub timeout_ms: u64,
+    /// A request body the entrypoint accepts; conformance testing sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<EntrypointExample>,
+}
+
+/// `entrypoints.<name>.example`: a valid `POST /v1/entrypoints/{name}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntrypointExample {
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Map<String, Value>>,
+}
+
+impl EntrypointExample {
+    /// The example as the request body the runner would send.
+    pub fn request_body(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        body.insert("input".to_string(), self.input.clone());
+        if let Some(config) = &self.config {
+            body.insert("config".to_string(), Value::Object(config.clone()));
+        }
+        Value::Object(body)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,8 +20,8 @@ pub use documents::{
 };
 pub use host::check_outbound_host;
 pub use manifest::{
-    Capability, Compatibility, Contact, Entrypoint, HttpMethod, Network, PluginManifest, Resources, Runtime,
-    RuntimeType, Security, validate,
+    Capability, Compatibility, Contact, Entrypoint, EntrypointExample, HttpMethod, Network, PluginManifest, Resources,
+    Runtime, RuntimeType, Security, validate,
 };
 
 use jsonschema::error::ValidationErrorKind;
