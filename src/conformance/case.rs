@@ -177,7 +177,7 @@ pub struct Expect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub then_health_ok: bool,
+    pub then_still_answers: bool,
 }
 
 /// One status, or several any of which passes.
@@ -343,7 +343,6 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../conformance/cases/compatibility/runner-api-absent.json"),
     ),
     ("contract/error-body-is-json.json", include_str!("../../conformance/cases/contract/error-body-is-json.json")),
-    ("contract/health-schema.json", include_str!("../../conformance/cases/contract/health-schema.json")),
     ("contract/info-schema.json", include_str!("../../conformance/cases/contract/info-schema.json")),
     (
         "contract/invoke-request-and-response.json",
@@ -366,7 +365,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "timeouts/past-deadline-entrypoint.json",
         include_str!("../../conformance/cases/timeouts/past-deadline-entrypoint.json"),
     ),
-    ("timeouts/past-deadline-health.json", include_str!("../../conformance/cases/timeouts/past-deadline-health.json")),
+    ("timeouts/past-deadline-info.json", include_str!("../../conformance/cases/timeouts/past-deadline-info.json")),
 ];
 
 /// The built-in cases, parsed and checked (ids unique), in area order (availability first:

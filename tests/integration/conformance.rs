@@ -269,3 +269,50 @@ fn cli_accepts_only_urls_for_now() {
     let help = berth(&["conformance", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("REF@DIGEST"));
 }
+
+/// The Python plugin fixture (tests/fixtures/python_plugin.py), correct or broken in one
+/// area (`--break AREA`).
+fn python(brk: Option<&str>) -> Plugin {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("runner_api_key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let manifest = dir.path().join("plugin.json");
+    std::fs::copy(workspace().join("tests/fixtures/py-echo.plugin.json"), &manifest).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(workspace().join("tests/fixtures/python_plugin.py"))
+        .env("PLUGIN_PORT", "0")
+        .env("RUNNER_API_KEY_FILE", &key_file)
+        .env_remove("PLUGIN_BREAK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(area) = brk {
+        cmd.args(["--break", area]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 =
+        line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no address: {line:?}"));
+    Plugin { child, url: format!("http://127.0.0.1:{port}"), dir, manifest }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_passes_the_same_suite() {
+    let report = run_library(&python(None)).await;
+    assert!(report.is_success(), "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_plugin_fails_exactly_the_cases_of_its_area() {
+    let mut wrong = Vec::new();
+    for area in Area::ALL {
+        let report = run_library(&python(Some(area.as_str()))).await;
+        if report.failures().next().is_none() {
+            wrong.push(format!("--break {area}: nothing failed"));
+        }
+        for r in report.failures().filter(|r| r.area != area) {
+            wrong.push(format!("--break {area} also failed {} ({}): {}", r.case_id, r.area, r.reason));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
