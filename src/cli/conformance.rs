@@ -2,21 +2,24 @@
 //! against a running plugin and prints the report; the exit code says whether it passed.
 
 use crate::conformance::{self, Target};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ConformanceArgs {
-    /// Base URL of a running plugin, e.g. http://127.0.0.1:8080. Only URLs for now: launching
-    /// an image by REF@DIGEST under runc will come later.
+    /// A running plugin's base URL (http://127.0.0.1:8080; needs --manifest and --key-file),
+    /// or an image to start under runc: host/name@sha256:… or oci-layout:DIR:tag (its
+    /// attached plugin manifest is used unless --manifest is given; a fresh key is made).
     pub url: String,
     /// The plugin's manifest (JSON); its entrypoints and their examples drive the cases.
     #[arg(long, value_name = "FILE")]
-    pub manifest: PathBuf,
-    /// The runner API key the plugin was given (raw bytes).
+    pub manifest: Option<PathBuf>,
+    /// The runner API key the plugin was given (raw bytes); for a URL target.
     #[arg(long, value_name = "FILE")]
-    pub key_file: PathBuf,
+    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: super::transfer::RemoteArgs,
     /// A directory of extra case files (*.json, conformance/case.schema.json format), run
     /// after the built-in suite (repeatable).
     #[arg(long = "cases", value_name = "DIR")]
@@ -31,23 +34,36 @@ pub struct ConformanceArgs {
 
 /// Returns 0 when every case passed, 1 otherwise.
 pub async fn run(a: ConformanceArgs) -> Result<i32> {
-    if !a.url.starts_with("http://") && !a.url.starts_with("https://") {
-        bail!(
-            "{:?} is not an http(s) URL: conformance runs against a plugin that is already listening \
-             (launching an image by REF@DIGEST under runc will come later)",
-            a.url
-        );
-    }
-    let text = std::fs::read_to_string(&a.manifest).with_context(|| format!("reading {}", a.manifest.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", a.manifest.display()))?;
-    let manifest = crate::plugin::validate(&json, None)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid plugin manifest:\n{e}", a.manifest.display()))?;
-    let key = std::fs::read(&a.key_file).with_context(|| format!("reading the key {}", a.key_file.display()))?;
-    anyhow::ensure!(!key.is_empty(), "the key file {} is empty", a.key_file.display());
-
+    let manifest = match &a.manifest {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            Some(
+                crate::plugin::validate(&json, None)
+                    .map_err(|e| anyhow::anyhow!("{} is not a valid plugin manifest:\n{e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let is_url = a.url.starts_with("http://") || a.url.starts_with("https://");
+    // An image is started under runc for the run and stopped afterwards.
+    let mut launched = None;
+    let (url, key, manifest) = if is_url {
+        let manifest = manifest.context("--manifest is required with a URL")?;
+        let key_file = a.key_file.as_ref().context("--key-file is required with a URL")?;
+        let key = std::fs::read(key_file).with_context(|| format!("reading the key {}", key_file.display()))?;
+        anyhow::ensure!(!key.is_empty(), "the key file {} is empty", key_file.display());
+        (a.url.clone(), key, manifest)
+    } else {
+        let l = conformance::launch::launch(&a.url, &a.remote.options(), manifest).await?;
+        eprintln!("started {} under runc at {}", a.url, l.url);
+        let t = (l.url.clone(), l.key.clone(), l.manifest.clone());
+        launched = Some(l);
+        t
+    };
     let cases = conformance::suite(&a.cases)?;
-    let target = Target::new(&a.url, key, manifest)?;
+    let target = Target::new(&url, key, manifest)?;
     let report = conformance::run(&target, &cases).await?;
 
     if let Some(path) = &a.junit {
@@ -58,5 +74,6 @@ pub async fn run(a: ConformanceArgs) -> Result<i32> {
     } else {
         print!("{}", report.summary());
     }
+    drop(launched);
     Ok(if report.is_success() { 0 } else { 1 })
 }

@@ -14,6 +14,7 @@
 //! * [`report`]: the report types and its three renderings (human summary, JSON, JUnit XML).
 
 pub mod case;
+pub mod launch;
 pub mod report;
 pub mod runner;
 

@@ -249,25 +249,71 @@ async fn hand_written_cases_are_picked_up() {
     assert_eq!(results.iter().filter(|r| r["passed"] == false).count(), 1);
 }
 
-#[test]
-fn cli_accepts_only_urls_for_now() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_starts_a_published_image_under_runc_and_runs_the_suite() {
+    let s = crate::common::TestServer::start().await;
+    let host = s.host();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k");
-    std::fs::write(&key, KEY).unwrap();
-    let manifest = workspace().join("artifacts/plugins/json-transform/plugin.json");
-    let out = berth(&[
-        "conformance",
-        "registry.example/acme/tool@sha256:0000000000000000000000000000000000000000000000000000000000000000",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--key-file",
-        key.to_str().unwrap(),
-    ]);
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not an http(s) URL") && stderr.contains("runc"), "{stderr}");
-    let help = berth(&["conformance", "--help"]);
-    assert!(String::from_utf8_lossy(&help.stdout).contains("REF@DIGEST"));
+    let d = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(args)
+                .current_dir(&d)
+                .env("COSIGN_PASSWORD", "pw")
+                .env("BERTH_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            out
+        };
+        run(&["key", "generate", "--output-prefix", "k"]);
+        let plugin = workspace().join("artifacts/plugins/json-transform");
+        let bin = workspace().join("target/plugins/json-transform");
+        let lock = workspace().join("Cargo.lock");
+        let published = run(&[
+            "publish",
+            plugin.to_str().unwrap(),
+            "--registry",
+            &host,
+            "--binary",
+            bin.to_str().unwrap(),
+            "--cargo-lock",
+            lock.to_str().unwrap(),
+            "--key",
+            "k.key",
+            "--json",
+        ]);
+        let p: Value = serde_json::from_slice(&published.stdout).unwrap();
+        let reference = p["reference"].as_str().unwrap().to_string();
+        // by tag is refused: the harness runs what a digest names
+        let by_tag = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["conformance", &format!("{host}/aisopsflow/json-transform:0.1.0")])
+            .output()
+            .unwrap();
+        assert_ne!(by_tag.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&by_tag.stderr).contains("by digest"));
+        let junit = d.join("report.xml");
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["conformance", &reference, "--junit", junit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (out, std::fs::read_to_string(&junit).unwrap_or_default())
+    })
+    .await
+    .unwrap();
+    let (out, junit) = out;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("under runc"));
+    let suites = tags(&junit, "testsuite");
+    assert_eq!(suites.len(), 6, "{junit}");
+    assert!(suites.iter().all(|t| attr(t, "failures") == Some("0")), "{junit}");
 }
 
 /// The Python plugin fixture (tests/fixtures/python_plugin.py), correct or broken in one

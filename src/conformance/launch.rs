@@ -1,0 +1,285 @@
+//! Starting a plugin image for a conformance run: resolve the image (registry reference or
+//! OCI layout), read its plugin manifest artifact from the referrers, unpack its layers,
+//! and run it under runc — as the image's non-root user, on a read-only root filesystem,
+//! with no capabilities, no new privileges, and only a fresh runner API key mounted in
+//! (`/run/secrets/runner_api_key`).
+//!
+//! The plugin shares the host's network namespace here, listening on a free loopback port,
+//! so the harness can reach it; the runner's egress-controlled sandbox is the runner
+//! module's business. Layers are unpacked with the `tar` crate, which refuses entries that
+//! would land outside the root (absolute paths, `..`).
+
+use crate::content::endpoint::Endpoint;
+use crate::content::remote::RemoteOptions;
+use crate::content::{ContentError, GraphTarget, fetch_all};
+use crate::plugin::{PLUGIN_MANIFEST_MEDIA_TYPE, PluginManifest};
+use oci_spec::image::Descriptor;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("{0}")]
+    Reference(String),
+    #[error("{image}: no plugin manifest artifact ({PLUGIN_MANIFEST_MEDIA_TYPE}) refers to it; pass --manifest")]
+    NoManifest { image: String },
+    #[error("the plugin manifest attached to {image} is invalid:\n{problems}")]
+    InvalidManifest { image: String, problems: String },
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("runc: {0}")]
+    Runc(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the plugin did not listen on {addr} within {secs} s; its output:\n{log}")]
+    NotListening { addr: String, secs: u64, log: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
+    move |source| LaunchError::Io { path: path.display().to_string(), source }
+}
+
+/// A plugin running under runc; stopped and removed on drop.
+pub struct Launched {
+    pub url: String,
+    pub key: Vec<u8>,
+    pub manifest: PluginManifest,
+    id: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Launched {
+    /// What the plugin printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("plugin.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = Command::new("runc").args(["kill", &self.id, "KILL"]).output();
+        let _ = Command::new("runc").args(["delete", "--force", &self.id]).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The plugin manifest artifact attached to `image`, validated.
+async fn attached_manifest(
+    t: &dyn GraphTarget,
+    image: &Descriptor,
+    repository: Option<&str>,
+) -> Result<PluginManifest, LaunchError> {
+    let name = image.digest().to_string();
+    let found = t
+        .predecessors(image)
+        .await?
+        .into_iter()
+        .find(|d| d.artifact_type().as_ref().is_some_and(|a| a.to_string() == PLUGIN_MANIFEST_MEDIA_TYPE))
+        .ok_or_else(|| LaunchError::NoManifest { image: name.clone() })?;
+    let m: Value = serde_json::from_slice(&fetch_all(t, &found).await?)
+        .map_err(|e| LaunchError::Image { image: name.clone(), message: e.to_string() })?;
+    let layer: Descriptor = serde_json::from_value(m["layers"][0].clone()).map_err(|e| LaunchError::Image {
+        image: name.clone(),
+        message: format!("manifest artifact has no layer: {e}"),
+    })?;
+    let doc: Value = serde_json::from_slice(&fetch_all(t, &layer).await?).map_err(|e| LaunchError::Image {
+        image: name.clone(),
+        message: format!("manifest artifact is not JSON: {e}"),
+    })?;
+    crate::plugin::validate(&doc, repository)
+        .map_err(|e| LaunchError::InvalidManifest { image: name, problems: e.to_string() })
+}
+
+/// Unpacks every layer of `image` into `rootfs`, in order (gzip or plain tar).
+async fn unpack(t: &dyn GraphTarget, image: &Descriptor, rootfs: &Path) -> Result<Value, LaunchError> {
+    let name = image.digest().to_string();
+    let bad = |message: String| LaunchError::Image { image: name.clone(), message };
+    let m: Value = serde_json::from_slice(&fetch_all(t, image).await?).map_err(|e| bad(e.to_string()))?;
+    let config_desc: Descriptor =
+        serde_json::from_value(m["config"].clone()).map_err(|e| bad(format!("config: {e}")))?;
+    let config: Value =
+        serde_json::from_slice(&fetch_all(t, &config_desc).await?).map_err(|e| bad(format!("config: {e}")))?;
+    let layers: Vec<Descriptor> =
+        serde_json::from_value(m["layers"].clone()).map_err(|e| bad(format!("layers: {e}")))?;
+    std::fs::create_dir_all(rootfs).map_err(io(rootfs))?;
+    for layer in layers {
+        let bytes = fetch_all(t, &layer).await?;
+        let gz = layer.media_type().to_string().ends_with("gzip");
+        let root = rootfs.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let reader: Box<dyn std::io::Read> = if gz {
+                Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(bytes)))
+            } else {
+                Box::new(std::io::Cursor::new(bytes))
+            };
+            let mut archive = tar::Archive::new(reader);
+            archive.set_preserve_permissions(true);
+            archive.set_preserve_ownerships(true);
+            archive.set_unpack_xattrs(false);
+            archive.unpack(&root)
+        })
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| bad(format!("unpacking layer {}: {e}", layer.digest())))?;
+    }
+    Ok(config)
+}
+
+/// `uid:gid` from the image config's `User` (numeric only: there is no /etc/passwd to read).
+fn user(config: &Value) -> Result<(u32, u32), String> {
+    let u = config.pointer("/config/User").and_then(Value::as_str).unwrap_or("");
+    let (uid, gid) = u.split_once(':').unwrap_or((u, u));
+    match (uid.parse::<u32>(), gid.parse::<u32>()) {
+        (Ok(0), _) => Err("the image runs as root (config.User); plugins must not".to_string()),
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => Err(format!("config.User {u:?} is not a numeric uid:gid")),
+    }
+}
+
+fn free_port() -> Result<u16, LaunchError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
+    Ok(l.local_addr().map_err(io(Path::new("127.0.0.1:0")))?.port())
+}
+
+/// Resolves `reference`, unpacks it and starts it under runc; waits until it listens.
+/// `manifest` overrides the attached plugin manifest.
+pub async fn launch(
+    reference: &str,
+    opts: &RemoteOptions,
+    manifest: Option<PluginManifest>,
+) -> Result<Launched, LaunchError> {
+    let e = Endpoint::parse(reference).map_err(|e| LaunchError::Reference(e.to_string()))?;
+    if let Endpoint::Registry(r) = &e
+        && r.digest.is_none()
+    {
+        return Err(LaunchError::Reference(format!("{reference}: name the image by digest (REF@sha256:…)")));
+    }
+    let r = e.reference().ok_or_else(|| LaunchError::Reference(format!("{reference} names no tag or digest")))?;
+    let opened = e.open(opts)?;
+    let t = opened.target();
+    let image = t.resolve(&r).await?;
+    let repository = match &e {
+        Endpoint::Registry(r) => Some(r.repository.clone()),
+        Endpoint::Layout { .. } => None,
+    };
+    let manifest = match manifest {
+        Some(m) => m,
+        None => attached_manifest(t, &image, repository.as_deref()).await?,
+    };
+    let dir = tempfile::tempdir().map_err(io(Path::new("temporary directory")))?;
+    let bundle = dir.path().join("bundle");
+    let config = unpack(t, &image, &bundle.join("rootfs")).await?;
+    drop(opened);
+    let (uid, gid) =
+        user(&config).map_err(|message| LaunchError::Image { image: image.digest().to_string(), message })?;
+
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(io(&secrets))?;
+    let key: [u8; 32] = rand::random();
+    let key_path = secrets.join("runner_api_key");
+    std::fs::write(&key_path, key).map_err(io(&key_path))?;
+
+    let port = free_port()?;
+    write_runtime_config(&bundle, &config, (uid, gid), port, &secrets)?;
+    let id = format!("berth-conformance-{}-{port}", std::process::id());
+    let log_path = dir.path().join("plugin.log");
+    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+    let log2 = log.try_clone().map_err(io(&log_path))?;
+    let child = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| LaunchError::Runc(format!("starting runc: {e} (is runc installed?)")))?;
+    let mut launched =
+        Launched { url: format!("http://127.0.0.1:{port}"), key: key.to_vec(), manifest, id, child, dir };
+    // Wait (bounded) for the port to accept connections.
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return Ok(launched);
+        }
+        if let Ok(Some(status)) = launched.child.try_wait() {
+            return Err(LaunchError::Runc(format!(
+                "the container exited ({status}) before listening:\n{}",
+                launched.log()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(LaunchError::NotListening { addr, secs: 10, log: launched.log() })
+}
+
+/// The OCI runtime configuration: runc's defaults, narrowed.
+fn write_runtime_config(
+    bundle: &Path,
+    config: &Value,
+    (uid, gid): (u32, u32),
+    port: u16,
+    secrets: &Path,
+) -> Result<(), LaunchError> {
+    let out = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(bundle)
+        .output()
+        .map_err(|e| LaunchError::Runc(format!("runc spec: {e} (is runc installed?)")))?;
+    if !out.status.success() {
+        return Err(LaunchError::Runc(format!("runc spec: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let path: PathBuf = bundle.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let mut rt: Value = serde_json::from_str(&text).map_err(|e| LaunchError::Runc(format!("runc spec output: {e}")))?;
+    let mut args = config.pointer("/config/Entrypoint").cloned().unwrap_or(json!([]));
+    if let (Some(a), Some(cmd)) = (args.as_array_mut(), config.pointer("/config/Cmd").and_then(Value::as_array)) {
+        a.extend(cmd.iter().cloned());
+    }
+    let mut env: Vec<Value> = config
+        .pointer("/config/Env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| vec![json!("PATH=/usr/bin:/bin")]);
+    env.push(json!(format!("PLUGIN_PORT={port}")));
+    env.push(json!("RUNNER_API_KEY_FILE=/run/secrets/runner_api_key"));
+    rt["process"]["terminal"] = json!(false);
+    rt["process"]["user"] = json!({"uid": uid, "gid": gid});
+    rt["process"]["args"] = args;
+    rt["process"]["env"] = json!(env);
+    rt["process"]["cwd"] =
+        json!(config.pointer("/config/WorkingDir").and_then(Value::as_str).filter(|w| !w.is_empty()).unwrap_or("/"));
+    rt["process"]["noNewPrivileges"] = json!(true);
+    rt["process"]["capabilities"] = json!({"bounding": [], "effective": [], "permitted": [], "ambient": []});
+    rt["root"]["readonly"] = json!(true);
+    if let Some(mounts) = rt["mounts"].as_array_mut() {
+        mounts.push(
+            json!({"destination": "/run/secrets", "type": "bind", "source": secrets, "options": ["rbind", "ro"]}),
+        );
+    }
+    if let Some(ns) = rt["linux"]["namespaces"].as_array_mut() {
+        ns.retain(|n| n["type"] != "network");
+    }
+    let bytes = serde_json::to_vec_pretty(&rt).map_err(|e| LaunchError::Runc(e.to_string()))?;
+    std::fs::write(&path, bytes).map_err(io(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_user_must_be_numeric_and_not_root() {
+        assert_eq!(user(&json!({"config": {"User": "65532:65532"}})), Ok((65532, 65532)));
+        assert_eq!(user(&json!({"config": {"User": "1000"}})), Ok((1000, 1000)));
+        assert!(user(&json!({"config": {"User": "0:0"}})).unwrap_err().contains("root"));
+        assert!(user(&json!({"config": {}})).is_err());
+        assert!(user(&json!({"config": {"User": "app"}})).unwrap_err().contains("numeric"));
+    }
+}
