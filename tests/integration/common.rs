@@ -291,3 +291,11 @@ impl Drop for Distribution {
         let _ = self.child.wait();
     }
 }
+
+/// A first-party plugin's static binary, as artifacts/build-plugins.sh leaves it in
+/// target/plugins/ (the README's test command runs that script first).
+pub fn plugin_binary(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/plugins").join(name);
+    assert!(p.exists(), "{} is missing: run artifacts/build-plugins.sh (the README's test command does)", p.display());
+    p
+}

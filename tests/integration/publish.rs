@@ -16,13 +16,6 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The static plugin binary that artifacts/build-plugins.sh builds (scripts/test runs it).
-fn plugin_binary(name: &str) -> PathBuf {
-    let p = workspace().join("target/plugins").join(name);
-    assert!(p.exists(), "{} is missing: run artifacts/build-plugins.sh (the README's test command does)", p.display());
-    p
-}
-
 /// Runs the berth binary in `dir` off the runtime's threads; returns (exit code, stdout, stderr).
 async fn berth(dir: PathBuf, args: Vec<String>) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {

@@ -6,14 +6,8 @@ use berth::content::layout::OciLayout;
 use berth::content::{TagResolver, fetch_all};
 use berth::pack::{PackSpec, pack};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-
-fn plugin_binary(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/plugins").join(name);
-    assert!(p.exists(), "{} is missing: run artifacts/build-plugins.sh (the README's test command does)", p.display());
-    p
-}
 
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
