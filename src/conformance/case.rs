@@ -16,6 +16,9 @@ pub const CASE_SCHEMA: &str = include_str!("../../conformance/case.schema.json")
 
 /// The body string that stands for the entrypoint's example request.
 pub const EXAMPLE_BODY: &str = "$example";
+/// The body that stands for the entrypoint's `failure_example` (a request that makes the
+/// plugin fail on its side); cases using it are skipped for entrypoints that declare none.
+pub const FAILURE_EXAMPLE_BODY: &str = "$failure_example";
 
 /// Deadline offset (ms) when a case says nothing: what a runner would typically grant.
 pub const DEFAULT_DEADLINE_MS: i64 = 10_000;
@@ -101,6 +104,11 @@ impl Request {
     /// Whether the request uses the entrypoint's example body.
     pub fn uses_example(&self) -> bool {
         self.body.as_ref().is_some_and(|b| b.as_str() == Some(EXAMPLE_BODY))
+    }
+
+    /// Whether the request uses the entrypoint's failure example body.
+    pub fn uses_failure_example(&self) -> bool {
+        self.body.as_ref().is_some_and(|b| b.as_str() == Some(FAILURE_EXAMPLE_BODY))
     }
 }
 
@@ -223,7 +231,7 @@ const ENTRYPOINT_PLACEHOLDERS: [&str; 3] = ["{entrypoint}", "{entrypoint_path}",
 impl Case {
     /// Whether the case runs once per declared entrypoint: it names one, or sends its example.
     pub fn per_entrypoint(&self) -> bool {
-        if self.request.uses_example() {
+        if self.request.uses_example() || self.request.uses_failure_example() {
             return true;
         }
         // Serialising the case is the simplest way to look at every string in it.
@@ -292,7 +300,9 @@ pub fn parse_case(source_name: &str, text: &str) -> Result<Case, ConformanceErro
         return Err(invalid(problems.join("; ")));
     }
     let case: Case = serde_json::from_value(json).map_err(|e| invalid(e.to_string()))?;
-    let body_is_object = case.request.uses_example() || case.request.body.as_ref().is_some_and(Value::is_object);
+    let body_is_object = case.request.uses_example()
+        || case.request.uses_failure_example()
+        || case.request.body.as_ref().is_some_and(Value::is_object);
     if case.request.merge.is_some() && !body_is_object {
         return Err(invalid("/request/merge: needs an object body or \"$example\"".to_string()));
     }
@@ -356,6 +366,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("errors/body-not-object.json", include_str!("../../conformance/cases/errors/body-not-object.json")),
     ("errors/config-not-object.json", include_str!("../../conformance/cases/errors/config-not-object.json")),
     ("errors/malformed-json.json", include_str!("../../conformance/cases/errors/malformed-json.json")),
+    ("errors/plugin-side-failure.json", include_str!("../../conformance/cases/errors/plugin-side-failure.json")),
     ("errors/root-path.json", include_str!("../../conformance/cases/errors/root-path.json")),
     ("errors/unknown-entrypoint.json", include_str!("../../conformance/cases/errors/unknown-entrypoint.json")),
     ("errors/unknown-path.json", include_str!("../../conformance/cases/errors/unknown-path.json")),

@@ -35,6 +35,10 @@ pub struct CaseResult {
     /// `None` when nothing came back (connection refused, timeout) or nothing was sent.
     pub received: Option<Received>,
     pub passed: bool,
+    /// The case does not apply to this plugin (e.g. it declares no failure example), so it
+    /// neither passed nor failed; `reason` says why.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     pub reason: String,
 }
 
@@ -117,6 +121,7 @@ pub fn truncate(text: &str) -> String {
 pub struct Counts {
     pub passed: usize,
     pub failed: usize,
+    pub skipped: usize,
 }
 
 impl Report {
@@ -125,15 +130,19 @@ impl Report {
     }
 
     pub fn failed(&self) -> usize {
-        self.results.len() - self.passed()
+        self.failures().count()
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.results.iter().filter(|r| r.skipped).count()
     }
 
     pub fn is_success(&self) -> bool {
-        self.results.iter().all(|r| r.passed)
+        self.failures().next().is_none()
     }
 
     pub fn failures(&self) -> impl Iterator<Item = &CaseResult> {
-        self.results.iter().filter(|r| !r.passed)
+        self.results.iter().filter(|r| !r.passed && !r.skipped)
     }
 
     /// Counts for every area (all six, zero when an area ran nothing).
@@ -141,7 +150,9 @@ impl Report {
         let mut counts: BTreeMap<Area, Counts> = Area::ALL.iter().map(|a| (*a, Counts::default())).collect();
         for r in &self.results {
             let c = counts.entry(r.area).or_default();
-            if r.passed {
+            if r.skipped {
+                c.skipped += 1;
+            } else if r.passed {
                 c.passed += 1;
             } else {
                 c.failed += 1;
@@ -156,7 +167,12 @@ impl Report {
         let _ = writeln!(out, "conformance of {} {} at {} (runner API v1)", self.plugin, self.version, self.target);
         for (area, c) in self.by_area() {
             let mark = if c.failed == 0 { "ok  " } else { "FAIL" };
-            let _ = writeln!(out, "  {mark} {:<14} {:>3} passed, {:>3} failed", area.as_str(), c.passed, c.failed);
+            let skipped = if c.skipped > 0 { format!(", {:>3} skipped", c.skipped) } else { String::new() };
+            let _ =
+                writeln!(out, "  {mark} {:<14} {:>3} passed, {:>3} failed{skipped}", area.as_str(), c.passed, c.failed);
+        }
+        for r in self.results.iter().filter(|r| r.skipped) {
+            let _ = writeln!(out, "  skipped {} ({}): {}", r.name(), r.area, r.reason);
         }
         for r in self.failures() {
             let _ = writeln!(out, "\nFAILED {} ({}): {}", r.name(), r.area, r.description);
@@ -188,10 +204,11 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n{} of {} passed{}",
+            "\n{} of {} passed{}{}",
             self.passed(),
-            self.results.len(),
-            if self.is_success() { String::new() } else { format!(", {} failed", self.failed()) }
+            self.results.len() - self.skipped(),
+            if self.is_success() { String::new() } else { format!(", {} failed", self.failed()) },
+            if self.skipped() > 0 { format!(" ({} skipped)", self.skipped()) } else { String::new() }
         );
         out
     }
@@ -214,10 +231,11 @@ impl Report {
             let ms: u64 = results.iter().filter_map(|r| r.received.as_ref()).map(|r| r.elapsed_ms).sum();
             let _ = writeln!(
                 out,
-                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{}\">",
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{}\">",
                 area.as_str(),
                 results.len(),
                 counts.failed,
+                counts.skipped,
                 seconds(ms)
             );
             for r in results {
@@ -229,6 +247,10 @@ impl Report {
                     xml_escape(&r.name()),
                     seconds(ms)
                 );
+                if r.skipped {
+                    let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", xml_escape(&r.reason));
+                    continue;
+                }
                 if r.passed {
                     out.push_str("/>\n");
                     continue;

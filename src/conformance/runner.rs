@@ -139,11 +139,17 @@ async fn run_one(
         expected: case.expect.clone(),
         received: None,
         passed: false,
+        skipped: false,
         reason: String::new(),
     };
     let prepared = match prepare(target, case, entrypoint) {
         Ok(p) => p,
-        Err(reason) => {
+        Err(Unprepared::Fail(reason)) => {
+            result.reason = reason;
+            return result;
+        }
+        Err(Unprepared::Skip(reason)) => {
+            result.skipped = true;
             result.reason = reason;
             return result;
         }
@@ -193,12 +199,42 @@ fn now_ms() -> u64 {
 
 /// Builds and signs the request of `case`; an error is the reason the case fails without
 /// being sent (e.g. the manifest has no example for the entrypoint).
-fn prepare(target: &Target, case: &Case, entrypoint: Option<&String>) -> Result<Prepared, String> {
+/// Why a case's request could not be built.
+enum Unprepared {
+    /// The case fails without being sent.
+    Fail(String),
+    /// The case does not apply to this plugin.
+    Skip(String),
+}
+
+impl From<String> for Unprepared {
+    fn from(s: String) -> Self {
+        Unprepared::Fail(s)
+    }
+}
+
+impl From<&str> for Unprepared {
+    fn from(s: &str) -> Self {
+        Unprepared::Fail(s.to_string())
+    }
+}
+
+fn prepare(target: &Target, case: &Case, entrypoint: Option<&String>) -> Result<Prepared, Unprepared> {
     let request = &case.request;
     let mut body: Vec<u8> = if let Some(raw) = &request.raw_body {
         raw.clone().into_bytes()
     } else if let Some(value) = &request.body {
-        let mut value = if request.uses_example() {
+        let mut value = if request.uses_failure_example() {
+            let name = entrypoint.ok_or("\"$failure_example\" used by a case that runs for no entrypoint")?;
+            match target.manifest.entrypoints.get(name).and_then(|e| e.failure_example.as_ref()) {
+                Some(example) => example.request_body(),
+                None => {
+                    return Err(Unprepared::Skip(format!(
+                        "the manifest declares no failure example for entrypoint {name:?} (entrypoints.{name}.failure_example)"
+                    )));
+                }
+            }
+        } else if request.uses_example() {
             let name = entrypoint.ok_or("\"$example\" used by a case that runs for no entrypoint")?;
             let example = target.manifest.entrypoints.get(name).and_then(|e| e.example.as_ref()).ok_or_else(|| {
                 format!("the manifest declares no example for entrypoint {name:?} (entrypoints.{name}.example), so no valid request can be built")
@@ -255,7 +291,7 @@ fn prepare(target: &Target, case: &Case, entrypoint: Option<&String>) -> Result<
     };
     match signed {
         Some(Ok(s)) => headers.extend(s.headers().into_iter().map(|(k, v)| (k.to_string(), v))),
-        Some(Err(e)) => return Err(format!("could not sign the request: {e}")),
+        Some(Err(e)) => return Err(format!("could not sign the request: {e}").into()),
         // Unsigned, but otherwise what a runner sends: the digest alone proves nothing.
         None if !body.is_empty() => headers.push(("Content-Digest".to_string(), berth_httpsig::content_digest(&body))),
         None => {}
@@ -421,7 +457,9 @@ async fn still_answers(client: &reqwest::Client, target: &Target) -> Result<(), 
         "expect": {"status": 200}
     }))
     .map_err(|e| format!("afterwards: {e}"))?;
-    let prepared = prepare(target, &probe, None)?;
+    let prepared = prepare(target, &probe, None).map_err(|e| match e {
+        Unprepared::Fail(s) | Unprepared::Skip(s) => s,
+    })?;
     let (received, _) = send(client, &prepared).await.map_err(|e| format!("afterwards: no answer: {e}"))?;
     if received.status == 200 {
         Ok(())

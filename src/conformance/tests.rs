@@ -218,6 +218,7 @@ fn result(id: &str, area: Area, passed: bool, reason: &str) -> CaseResult {
         expected: parse(&case_json()).unwrap().expect,
         received: Some(Received { status: 500, headers: vec![], body: "{\"a\":\"<\u{1}>\"}".into(), elapsed_ms: 1234 }),
         passed,
+        skipped: false,
         reason: reason.to_string(),
     }
 }

@@ -99,6 +99,10 @@ pub struct Entrypoint {
     /// A request body the entrypoint accepts; conformance testing sends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub example: Option<EntrypointExample>,
+    /// A request that makes the entrypoint fail on the plugin's side (e.g. an unreachable
+    /// upstream); conformance testing checks the 5xx error it gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_example: Option<EntrypointExample>,
 }
 
 /// `entrypoints.<name>.example`: a valid `POST /v1/entrypoints/{name}` body.

@@ -116,6 +116,15 @@ async fn first_party_plugins_pass_every_case_via_the_library() {
         }
         let replay = report.results.iter().find(|r| r.case_id == "auth-replayed").unwrap();
         assert_eq!(replay.received.as_ref().unwrap().status, 401);
+        // A plugin-side failure (http-probe's unreachable upstream) is a 5xx with the error
+        // body; json-transform declares no way to fail, so that case is skipped for it.
+        let failure = report.results.iter().find(|r| r.case_id == "errors-plugin-side-failure").unwrap();
+        if report.plugin == "http-probe" {
+            assert!(failure.passed && !failure.skipped, "{failure:?}");
+            assert_eq!(failure.received.as_ref().unwrap().status, 502);
+        } else {
+            assert!(failure.skipped, "{failure:?}");
+        }
         // What was sent is recorded, with the signature redacted.
         assert!(replay.sent.headers.iter().any(|(k, v)| k == "Signature" && v == "<redacted>"), "{:?}", replay.sent);
         assert!(replay.sent.headers.iter().any(|(k, _)| k == "Signature-Input"));
@@ -246,7 +255,12 @@ async fn hand_written_cases_are_picked_up() {
     assert_eq!(failed["received"]["status"], 200);
     assert_eq!(failed["expected"]["status"], 418);
     assert!(failed["reason"].as_str().unwrap().contains("expected 418"));
-    assert_eq!(results.iter().filter(|r| r["passed"] == false).count(), 1);
+    assert_eq!(results.iter().filter(|r| r["passed"] == false && r["skipped"] != true).count(), 1);
+    // json-transform declares no failure example: that case is skipped, and says why
+    let skipped = find("errors-plugin-side-failure");
+    assert_eq!(skipped["skipped"], true, "{skipped}");
+    assert!(skipped["reason"].as_str().unwrap().contains("failure_example"));
+    assert!(xml.contains("<skipped message="), "{xml}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,6 +360,9 @@ fn python(brk: Option<&str>) -> Plugin {
 async fn a_python_plugin_passes_the_same_suite() {
     let report = run_library(&python(None)).await;
     assert!(report.is_success(), "{}", report.summary());
+    assert_eq!(report.skipped(), 0, "{}", report.summary());
+    let failure = report.results.iter().find(|r| r.case_id == "errors-plugin-side-failure").unwrap();
+    assert_eq!(failure.received.as_ref().unwrap().status, 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
