@@ -15,5 +15,6 @@ pub mod oci;
 pub mod pack;
 pub mod plugin;
 pub mod registry;
+pub mod runner;
 pub mod sbom;
 pub mod sign;

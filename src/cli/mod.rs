@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub mod bench_copy;
 pub mod conformance;
+pub mod policy;
 pub mod publisher;
 pub mod transfer;
 
@@ -54,6 +55,9 @@ pub enum Command {
     VerifySignature(publisher::VerifySignatureArgs),
     /// Publish a plugin: image by digest, manifest artifact, SBOM, signatures.
     Publish(publisher::PublishArgs),
+    /// Runner policy: explain what would be decided about an install.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Run the runner API v1 conformance suite against a running plugin (by URL).
     Conformance(conformance::ConformanceArgs),
 }
@@ -210,6 +214,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Sign(a) => publisher::sign_cmd(a).await,
         Command::VerifySignature(a) => publisher::verify_signature(a).await,
         Command::Publish(a) => publisher::publish(a).await,
+        Command::Policy(c) => policy::run(c).await,
         Command::Conformance(a) => conformance::run(a).await,
         Command::Bench(a) => {
             let json = a.json;

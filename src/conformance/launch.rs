@@ -6,13 +6,13 @@
 //!
 //! The plugin shares the host's network namespace here, listening on a free loopback port,
 //! so the harness can reach it; the runner's egress-controlled sandbox is the runner
-//! module's business. Layers are unpacked with the `tar` crate, which refuses entries that
-//! would land outside the root (absolute paths, `..`).
+//! module's business. Layers are unpacked by [`crate::runner::unpack`].
 
 use crate::content::endpoint::Endpoint;
 use crate::content::remote::RemoteOptions;
 use crate::content::{ContentError, GraphTarget, fetch_all};
 use crate::plugin::{PLUGIN_MANIFEST_MEDIA_TYPE, PluginManifest};
+use crate::runner::unpack::{Layer, Limits, unpack_layers};
 use oci_spec::image::Descriptor;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ impl Drop for Launched {
 }
 
 /// The plugin manifest artifact attached to `image`, validated.
-async fn attached_manifest(
+pub async fn attached_manifest(
     t: &dyn GraphTarget,
     image: &Descriptor,
     repository: Option<&str>,
@@ -96,7 +96,8 @@ async fn attached_manifest(
         .map_err(|e| LaunchError::InvalidManifest { image: name, problems: e.to_string() })
 }
 
-/// Unpacks every layer of `image` into `rootfs`, in order (gzip or plain tar).
+/// Unpacks every layer of `image` into `rootfs` with the runner's safe unpacker (digests
+/// verified, paths and links confined to the root, whiteouts honoured, size bounded).
 async fn unpack(t: &dyn GraphTarget, image: &Descriptor, rootfs: &Path) -> Result<Value, LaunchError> {
     let name = image.digest().to_string();
     let bad = |message: String| LaunchError::Image { image: name.clone(), message };
@@ -105,29 +106,23 @@ async fn unpack(t: &dyn GraphTarget, image: &Descriptor, rootfs: &Path) -> Resul
         serde_json::from_value(m["config"].clone()).map_err(|e| bad(format!("config: {e}")))?;
     let config: Value =
         serde_json::from_slice(&fetch_all(t, &config_desc).await?).map_err(|e| bad(format!("config: {e}")))?;
-    let layers: Vec<Descriptor> =
+    let descs: Vec<Descriptor> =
         serde_json::from_value(m["layers"].clone()).map_err(|e| bad(format!("layers: {e}")))?;
-    std::fs::create_dir_all(rootfs).map_err(io(rootfs))?;
-    for layer in layers {
-        let bytes = fetch_all(t, &layer).await?;
-        let gz = layer.media_type().to_string().ends_with("gzip");
-        let root = rootfs.to_path_buf();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let reader: Box<dyn std::io::Read> = if gz {
-                Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(bytes)))
-            } else {
-                Box::new(std::io::Cursor::new(bytes))
-            };
-            let mut archive = tar::Archive::new(reader);
-            archive.set_preserve_permissions(true);
-            archive.set_preserve_ownerships(true);
-            archive.set_unpack_xattrs(false);
-            archive.unpack(&root)
-        })
+    let mut layers = Vec::with_capacity(descs.len());
+    for d in descs {
+        // fetch_all checks size and digest; the unpacker checks the digest again as it reads.
+        let bytes = fetch_all(t, &d).await?;
+        layers.push(Layer {
+            digest: d.digest().to_string(),
+            media_type: d.media_type().to_string(),
+            reader: Box::new(std::io::Cursor::new(bytes)),
+        });
+    }
+    let root = rootfs.to_path_buf();
+    tokio::task::spawn_blocking(move || unpack_layers(layers, &root, &Limits::default()))
         .await
         .map_err(|e| bad(e.to_string()))?
-        .map_err(|e| bad(format!("unpacking layer {}: {e}", layer.digest())))?;
-    }
+        .map_err(|e| bad(e.to_string()))?;
     Ok(config)
 }
 
@@ -174,6 +169,7 @@ pub async fn launch(
     };
     let dir = tempfile::tempdir().map_err(io(Path::new("temporary directory")))?;
     let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).map_err(io(&bundle))?;
     let config = unpack(t, &image, &bundle.join("rootfs")).await?;
     drop(opened);
     let (uid, gid) =

@@ -309,3 +309,50 @@ async fn a_manifest_attached_with_the_oras_sdk_is_found_and_validated() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("/runtime/image") && out.contains("outbound"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_explain_judges_a_published_plugin_part_by_part() {
+    let s = TestServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_path_buf();
+    assert_eq!(berth(dir.clone(), args(&["key", "generate", "--output-prefix", "publisher"])).await.0, 0);
+    assert_eq!(berth(dir.clone(), args(&["key", "generate", "--output-prefix", "stranger"])).await.0, 0);
+    let p = publish(&dir, &s.host(), "json-transform").await;
+    let image = p["image"].as_str().unwrap().to_string();
+    let policy = |approved: &str| {
+        format!(
+            "api_version = \"aisopsflow.dev/runner-policy/v1\"\nmode = \"first-party\"\nfirst_party_publishers = [\"aisopsflow\"]\n\
+             allowed_registries = [\"{}\"]\nrequire_signatures = true\nrequire_approval = true\napproved_digests = [\"{approved}\"]\n\
+             allowed_secrets = [\"runner_api_key\"]\n",
+            s.host()
+        )
+    };
+    std::fs::write(dir.join("ok.toml"), policy(&image)).unwrap();
+    std::fs::write(dir.join("unapproved.toml"), policy(&format!("sha256:{}", "1".repeat(64)))).unwrap();
+    let by_digest = format!("{}/aisopsflow/json-transform@{image}", s.host());
+
+    let (code, out, err) =
+        berth(dir.clone(), args(&["policy", "explain", &by_digest, "--policy", "ok.toml", "--key", "publisher.pub"]))
+            .await;
+    assert_eq!(code, 0, "{out}{err}");
+    for aspect in ["registry", "publisher", "approval", "signatures", "mode", "egress", "resources", "secrets"] {
+        assert!(out.contains(&format!("ALLOW {aspect}")) || out.contains(&format!("WARN {aspect}")), "{aspect}: {out}");
+    }
+    assert!(out.contains("=> allowed"), "{out}");
+
+    let refused = |policy: &str, key: &str, reference: String| {
+        let dir = dir.clone();
+        let args = args(&["policy", "explain", &reference, "--policy", policy, "--key", key]);
+        async move { berth(dir, args).await }
+    };
+    let (code, out, _) = refused("unapproved.toml", "publisher.pub", by_digest.clone()).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("REFUSE approval"), "{out}");
+    let (code, out, _) = refused("ok.toml", "stranger.pub", by_digest.clone()).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("REFUSE signatures"), "{out}");
+    let (code, out, _) =
+        refused("ok.toml", "publisher.pub", format!("{}/aisopsflow/json-transform:0.1.0", s.host())).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("REFUSE reference"), "{out}");
+}
