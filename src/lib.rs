@@ -2,8 +2,10 @@
 //!
 //! A plugin is a signed OCI image; everything known about it is an OCI 1.1 referrer
 //! artifact stored next to the image digest in an ordinary OCI registry. This crate holds
-//! the data plane (content stores and the embedded OCI Distribution 1.1 registry) and,
-//! as they land, the planes above it. See `DESIGN.md` in the shared folder for the map.
+//! the data plane ([`content`], [`registry`]), the public spec ([`plugin`], [`artifacts`]),
+//! the publisher's tools ([`pack`], [`sbom`], [`sign`]), the runner API conformance harness
+//! ([`conformance`]) and, as they land, the runner, verification and catalog. See
+//! `DESIGN.md` in the shared folder for the map.
 
 pub mod artifacts;
 pub mod bench;

@@ -1,6 +1,7 @@
 //! The runner: policy, resolve, unpack, launch backends, egress proxy and audit (see
-//! `DESIGN.md`). It is arriving in pieces; [`unpack`] is the safe layer unpacker that turns a
-//! verified image's layers into a root filesystem.
+//! `DESIGN.md`). It is arriving in pieces: [`policy`] decides whether an install may happen
+//! and under which limits, with a reason for every part; [`unpack`] turns a verified
+//! image's layers into a root filesystem without letting any entry escape it.
 
 pub mod policy;
 pub mod unpack;
