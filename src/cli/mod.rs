@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod audit;
 pub mod bench_copy;
 pub mod conformance;
 pub mod policy;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Runner policy: explain what would be decided about an install.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The runner's audit log: verify its hash chain, list its records.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Run the runner API v1 conformance suite against a running plugin (by URL).
     Conformance(conformance::ConformanceArgs),
 }
@@ -215,6 +219,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::VerifySignature(a) => publisher::verify_signature(a).await,
         Command::Publish(a) => publisher::publish(a).await,
         Command::Policy(c) => policy::run(c).await,
+        Command::Audit(c) => audit::run(c).await,
         Command::Conformance(a) => conformance::run(a).await,
         Command::Bench(a) => {
             let json = a.json;

@@ -4,6 +4,7 @@
 mod common;
 
 mod api;
+mod audit;
 mod auth;
 mod concurrency;
 mod conformance;
