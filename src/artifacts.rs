@@ -44,15 +44,17 @@ fn reader(b: Vec<u8>) -> Reader {
 }
 
 /// Attaches `document` to `subject` as an artifact of `artifact_type`; returns the
-/// artifact manifest's descriptor (with `artifactType` set). Pushing what is already there
-/// changes nothing.
+/// artifact manifest's descriptor (with `artifactType` and the annotations set). Pushing
+/// what is already there changes nothing: the subject is written as its bare descriptor
+/// (media type, digest, size) and the manifest's map is ordered, so the bytes — and the
+/// digest — depend only on the inputs.
 pub async fn attach(
     target: &dyn GraphTarget,
     subject: &Descriptor,
     artifact_type: &str,
     document: &[u8],
     annotations: &BTreeMap<String, String>,
-) -> Result<Descriptor, ArtifactError> {
+) -> Result<Descriptor, ContentError> {
     let empty = descriptor_for(media::OCI_EMPTY, b"{}");
     if !target.exists(&empty).await? {
         target.push(&empty, reader(b"{}".to_vec())).await?;
@@ -61,24 +63,27 @@ pub async fn attach(
     if !target.exists(&layer).await? {
         target.push(&layer, reader(document.to_vec())).await?;
     }
+    let bare_subject = Descriptor::new(subject.media_type().clone(), subject.size(), subject.digest().clone());
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
         "artifactType": artifact_type,
         "config": empty,
         "layers": [layer],
-        "subject": subject,
+        "subject": bare_subject,
     });
     if !annotations.is_empty() {
         m["annotations"] = json!(annotations);
     }
-    // serde_json's map is ordered, so the bytes (and the digest) depend only on the input.
-    let bytes = serde_json::to_vec(&m).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec(&m).map_err(|e| ContentError::Body(e.to_string()))?;
     let mut desc = descriptor_for(media::OCI_MANIFEST, &bytes);
     if !target.exists(&desc).await? {
         target.push(&desc, reader(bytes)).await?;
     }
     desc.set_artifact_type(Some(artifact_type.into()));
+    if !annotations.is_empty() {
+        desc.set_annotations(Some(annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+    }
     Ok(desc)
 }
 

@@ -22,8 +22,8 @@ pub use bundle::{Bundle, Statement, pae, sign_statement, sign_subject};
 pub use keys::{KeyPair, PublicKey, generate_key, key_id_from_hint, load_private_key, load_public_key};
 pub use legacy::{legacy_payload, sign_legacy, signature_tag};
 
-use crate::content::{ContentError, GraphTarget, Reader, descriptor_for, fetch_all};
-use crate::oci::{Digest, DigestError, media};
+use crate::content::{ContentError, GraphTarget, fetch_all};
+use crate::oci::{Digest, DigestError};
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -127,10 +127,6 @@ struct ReferrerManifest {
     annotations: Option<HashMap<String, String>>,
 }
 
-fn reader(data: Vec<u8>) -> Reader {
-    Box::pin(std::io::Cursor::new(data))
-}
-
 fn digest_of(d: &Descriptor) -> Result<Digest, SignError> {
     Ok(d.digest().to_string().parse()?)
 }
@@ -196,36 +192,11 @@ pub async fn attach_signature(
         }
     }
 
-    let empty = Descriptor::new(media::OCI_EMPTY.into(), 2, Digest::sha256(b"{}").to_oci());
-    if !target.exists(&empty).await? {
-        target.push(&empty, reader(b"{}".to_vec())).await?;
-    }
-    let json = bundle.to_json()?;
-    let layer = descriptor_for(BUNDLE_MEDIA_TYPE, &json);
-    if !target.exists(&layer).await? {
-        target.push(&layer, reader(json)).await?;
-    }
-    let annotations = HashMap::from([
+    let annotations = std::collections::BTreeMap::from([
         (ANNOTATION_CONTENT.to_string(), "dsse-envelope".to_string()),
         (ANNOTATION_PREDICATE_TYPE.to_string(), statement.predicate_type.clone()),
     ]);
-    let manifest = ReferrerManifest {
-        schema_version: 2,
-        media_type: media::OCI_MANIFEST.to_string(),
-        artifact_type: Some(BUNDLE_MEDIA_TYPE.to_string()),
-        config: empty,
-        layers: vec![layer],
-        subject: Some(Descriptor::new(subject.media_type().clone(), subject.size(), subject.digest().clone())),
-        annotations: Some(annotations.clone()),
-    };
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| SignError::Json(e.to_string()))?;
-    let mut desc = descriptor_for(media::OCI_MANIFEST, &bytes);
-    if !target.exists(&desc).await? {
-        target.push(&desc, reader(bytes)).await?;
-    }
-    desc.set_artifact_type(Some(BUNDLE_MEDIA_TYPE.into()));
-    desc.set_annotations(Some(annotations));
-    Ok(desc)
+    Ok(crate::artifacts::attach(target, subject, BUNDLE_MEDIA_TYPE, &bundle.to_json()?, &annotations).await?)
 }
 
 /// Signs `subject` (pushed in `repository`) with `key` as cosign v3 does and attaches the

@@ -1,5 +1,10 @@
 use super::*;
-use crate::content::{FsStore, MemoryStore};
+use crate::content::{FsStore, MemoryStore, Reader, descriptor_for};
+use crate::oci::media;
+
+fn reader(data: Vec<u8>) -> Reader {
+    Box::pin(std::io::Cursor::new(data))
+}
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keys::test_key;
