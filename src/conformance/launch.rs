@@ -12,7 +12,8 @@ use crate::content::endpoint::Endpoint;
 use crate::content::remote::RemoteOptions;
 use crate::content::{ContentError, GraphTarget, fetch_all};
 use crate::plugin::{PLUGIN_MANIFEST_MEDIA_TYPE, PluginManifest};
-use crate::runner::unpack::{Layer, Limits, unpack_layers};
+use crate::runner::policy::Limits;
+use crate::runner::unpack::{self, Layer, unpack_layers};
 use oci_spec::image::Descriptor;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,11 @@ pub struct Launched {
 }
 
 impl Launched {
+    /// The container id (for `runc state` and friends).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// What the plugin printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("plugin.log")).unwrap_or_default()
@@ -119,7 +125,7 @@ async fn unpack(t: &dyn GraphTarget, image: &Descriptor, rootfs: &Path) -> Resul
         });
     }
     let root = rootfs.to_path_buf();
-    tokio::task::spawn_blocking(move || unpack_layers(layers, &root, &Limits::default()))
+    tokio::task::spawn_blocking(move || unpack_layers(layers, &root, &unpack::Limits::default()))
         .await
         .map_err(|e| bad(e.to_string()))?
         .map_err(|e| bad(e.to_string()))?;
@@ -182,7 +188,8 @@ pub async fn launch(
     std::fs::write(&key_path, key).map_err(io(&key_path))?;
 
     let port = free_port()?;
-    write_runtime_config(&bundle, &config, (uid, gid), port, &secrets)?;
+    let sandbox = Sandbox { uid, gid, port, secrets: secrets.clone(), limits: limits_for(&manifest) };
+    write_runtime_config(&bundle, &config, &sandbox)?;
     let id = format!("berth-conformance-{}-{port}", std::process::id());
     let log_path = dir.path().join("plugin.log");
     let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
@@ -215,14 +222,78 @@ pub async fn launch(
     Err(LaunchError::NotListening { addr, secs: 10, log: launched.log() })
 }
 
-/// The OCI runtime configuration: runc's defaults, narrowed.
-fn write_runtime_config(
-    bundle: &Path,
-    config: &Value,
-    (uid, gid): (u32, u32),
-    port: u16,
-    secrets: &Path,
-) -> Result<(), LaunchError> {
+/// What the sandbox gives the plugin, beyond what its image config says.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub uid: u32,
+    pub gid: u32,
+    pub port: u16,
+    /// Host directory bind-mounted read-only at `/run/secrets`.
+    pub secrets: PathBuf,
+    pub limits: Limits,
+}
+
+/// The manifest's resource requests, clamped and defaulted by the default runner policy.
+pub fn limits_for(manifest: &PluginManifest) -> Limits {
+    let p = crate::runner::policy::LimitsPolicy::default();
+    let r = manifest.resources.as_ref();
+    let pick = |asked: Option<u64>, default: u64, max: u64| asked.unwrap_or(default).clamp(1, max);
+    Limits {
+        cpu_millicores: pick(r.and_then(|r| r.cpu_millicores), p.default_cpu_millicores, p.max_cpu_millicores),
+        memory_mib: pick(r.and_then(|r| r.memory_mib), p.default_memory_mib, p.max_memory_mib),
+        pids: pick(r.and_then(|r| r.pids), p.default_pids, p.max_pids),
+    }
+}
+
+/// Narrows runc's default runtime spec (`runc spec`) for a plugin: the image's entrypoint,
+/// environment and working directory; the sandbox's user; no capabilities, no new
+/// privileges; read-only root with a small `nosuid,nodev,noexec` tmpfs at `/tmp`; the
+/// secrets directory read-only at `/run/secrets`; memory (no swap), CPU and pids limits.
+/// Pure, so it can be checked without a runtime.
+pub fn narrow_spec(mut rt: Value, image_config: &Value, sandbox: &Sandbox) -> Value {
+    let mut args = image_config.pointer("/config/Entrypoint").cloned().unwrap_or(json!([]));
+    if let (Some(a), Some(cmd)) = (args.as_array_mut(), image_config.pointer("/config/Cmd").and_then(Value::as_array)) {
+        a.extend(cmd.iter().cloned());
+    }
+    let mut env: Vec<Value> = image_config
+        .pointer("/config/Env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| vec![json!("PATH=/usr/bin:/bin")]);
+    env.push(json!(format!("PLUGIN_PORT={}", sandbox.port)));
+    env.push(json!("RUNNER_API_KEY_FILE=/run/secrets/runner_api_key"));
+    rt["process"]["terminal"] = json!(false);
+    rt["process"]["user"] = json!({"uid": sandbox.uid, "gid": sandbox.gid});
+    rt["process"]["args"] = args;
+    rt["process"]["env"] = json!(env);
+    rt["process"]["cwd"] = json!(
+        image_config.pointer("/config/WorkingDir").and_then(Value::as_str).filter(|w| !w.is_empty()).unwrap_or("/")
+    );
+    rt["process"]["noNewPrivileges"] = json!(true);
+    rt["process"]["capabilities"] = json!({"bounding": [], "effective": [], "permitted": [], "ambient": []});
+    rt["root"]["readonly"] = json!(true);
+    if let Some(mounts) = rt["mounts"].as_array_mut() {
+        mounts.retain(|m| m["destination"] != "/tmp" && m["destination"] != "/run/secrets");
+        mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=16m"]}));
+        mounts.push(json!({"destination": "/run/secrets", "type": "bind", "source": sandbox.secrets,
+                           "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
+    }
+    let memory = sandbox.limits.memory_mib * 1024 * 1024;
+    rt["linux"]["resources"]["memory"] = json!({"limit": memory, "swap": memory});
+    // CFS: `quota` microseconds of CPU per 100 ms `period`; 1000 millicores = one core.
+    rt["linux"]["resources"]["cpu"] = json!({"period": 100_000, "quota": sandbox.limits.cpu_millicores * 100});
+    rt["linux"]["resources"]["pids"] = json!({"limit": sandbox.limits.pids});
+    if let Some(ns) = rt["linux"]["namespaces"].as_array_mut() {
+        // The harness reaches the plugin on a loopback port of the host's network; the
+        // runner's own sandbox gives it a namespace with only loopback and an egress proxy.
+        ns.retain(|n| n["type"] != "network");
+    }
+    rt
+}
+
+/// Writes `config.json` for the bundle: `runc spec`'s defaults, narrowed by [`narrow_spec`].
+fn write_runtime_config(bundle: &Path, image_config: &Value, sandbox: &Sandbox) -> Result<(), LaunchError> {
     let out = Command::new("runc")
         .args(["spec", "--bundle"])
         .arg(bundle)
@@ -233,42 +304,53 @@ fn write_runtime_config(
     }
     let path: PathBuf = bundle.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let mut rt: Value = serde_json::from_str(&text).map_err(|e| LaunchError::Runc(format!("runc spec output: {e}")))?;
-    let mut args = config.pointer("/config/Entrypoint").cloned().unwrap_or(json!([]));
-    if let (Some(a), Some(cmd)) = (args.as_array_mut(), config.pointer("/config/Cmd").and_then(Value::as_array)) {
-        a.extend(cmd.iter().cloned());
-    }
-    let mut env: Vec<Value> = config
-        .pointer("/config/Env")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_else(|| vec![json!("PATH=/usr/bin:/bin")]);
-    env.push(json!(format!("PLUGIN_PORT={port}")));
-    env.push(json!("RUNNER_API_KEY_FILE=/run/secrets/runner_api_key"));
-    rt["process"]["terminal"] = json!(false);
-    rt["process"]["user"] = json!({"uid": uid, "gid": gid});
-    rt["process"]["args"] = args;
-    rt["process"]["env"] = json!(env);
-    rt["process"]["cwd"] =
-        json!(config.pointer("/config/WorkingDir").and_then(Value::as_str).filter(|w| !w.is_empty()).unwrap_or("/"));
-    rt["process"]["noNewPrivileges"] = json!(true);
-    rt["process"]["capabilities"] = json!({"bounding": [], "effective": [], "permitted": [], "ambient": []});
-    rt["root"]["readonly"] = json!(true);
-    if let Some(mounts) = rt["mounts"].as_array_mut() {
-        mounts.push(
-            json!({"destination": "/run/secrets", "type": "bind", "source": secrets, "options": ["rbind", "ro"]}),
-        );
-    }
-    if let Some(ns) = rt["linux"]["namespaces"].as_array_mut() {
-        ns.retain(|n| n["type"] != "network");
-    }
-    let bytes = serde_json::to_vec_pretty(&rt).map_err(|e| LaunchError::Runc(e.to_string()))?;
+    let rt: Value = serde_json::from_str(&text).map_err(|e| LaunchError::Runc(format!("runc spec output: {e}")))?;
+    let bytes = serde_json::to_vec_pretty(&narrow_spec(rt, image_config, sandbox))
+        .map_err(|e| LaunchError::Runc(e.to_string()))?;
     std::fs::write(&path, bytes).map_err(io(&path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spec_is_narrowed_to_the_sandbox() {
+        let default = json!({
+            "process": {"terminal": true, "user": {"uid": 0, "gid": 0}, "args": ["sh"], "capabilities": {"bounding": ["CAP_KILL"]}},
+            "root": {"path": "rootfs", "readonly": false},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}]}
+        });
+        let image =
+            json!({"config": {"User": "65532:65532", "Entrypoint": ["/plugin"], "Env": ["PATH=/"], "WorkingDir": "/"}});
+        let sandbox = Sandbox {
+            uid: 65532,
+            gid: 65532,
+            port: 9000,
+            secrets: PathBuf::from("/s"),
+            limits: Limits { cpu_millicores: 250, memory_mib: 64, pids: 32 },
+        };
+        let rt = narrow_spec(default, &image, &sandbox);
+        assert_eq!(rt["process"]["user"], json!({"uid": 65532, "gid": 65532}));
+        assert_eq!(rt["process"]["args"], json!(["/plugin"]));
+        assert_eq!(
+            rt["process"]["env"],
+            json!(["PATH=/", "PLUGIN_PORT=9000", "RUNNER_API_KEY_FILE=/run/secrets/runner_api_key"])
+        );
+        assert_eq!(rt["process"]["capabilities"]["bounding"], json!([]));
+        assert_eq!(rt["process"]["noNewPrivileges"], true);
+        assert_eq!(rt["root"]["readonly"], true);
+        assert_eq!(rt["linux"]["resources"]["memory"], json!({"limit": 64 << 20, "swap": 64 << 20}));
+        assert_eq!(rt["linux"]["resources"]["cpu"], json!({"period": 100_000, "quota": 25_000}));
+        assert_eq!(rt["linux"]["resources"]["pids"], json!({"limit": 32}));
+        let mounts = rt["mounts"].as_array().unwrap();
+        let tmp = mounts.iter().find(|m| m["destination"] == "/tmp").unwrap();
+        assert_eq!(tmp["type"], "tmpfs");
+        let secrets = mounts.iter().find(|m| m["destination"] == "/run/secrets").unwrap();
+        assert!(secrets["options"].as_array().unwrap().contains(&json!("ro")));
+        assert!(rt["linux"]["namespaces"].as_array().unwrap().iter().all(|n| n["type"] != "network"));
+    }
 
     #[test]
     fn image_user_must_be_numeric_and_not_root() {

@@ -146,3 +146,52 @@ async fn packed_plugin_runs_non_root_on_a_read_only_root_and_answers_health() {
     drop(guard);
     let _ = child.wait();
 }
+
+/// The conformance launcher's sandbox, seen from the host: the manifest's limits are in the
+/// container's cgroups, /tmp is a small tmpfs, the root is read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launched_plugins_run_under_their_resource_limits() {
+    require_tool("runc");
+    let work = tempfile::tempdir().unwrap();
+    let layout = OciLayout::open(work.path().join("layout")).unwrap();
+    pack(&PackSpec::new(plugin_binary("json-transform")), &layout, Some("v1")).await.unwrap();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/plugins/json-transform/plugin.json"),
+    )
+    .unwrap();
+    let manifest = berth::plugin::validate(&serde_json::from_str(&text).unwrap(), None).unwrap();
+    let want = berth::conformance::launch::limits_for(&manifest);
+    assert_eq!(want.memory_mib, 64, "json-transform asks for 64 MiB");
+    let reference = format!("oci-layout:{}:v1", work.path().join("layout").display());
+    let launched = berth::conformance::launch::launch(&reference, &Default::default(), Some(manifest)).await.unwrap();
+
+    let state: Value = serde_json::from_str(&sh(Command::new("runc").args(["state", launched.id()]))).unwrap();
+    let pid = state["pid"].as_u64().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let read_limit = |controller: &str, file: &str| -> Option<String> {
+        // cgroup v1 lines look like "7:memory:/path"; v2 has a single "0::/path".
+        let line =
+            cgroups.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == controller)))?;
+        let path = line.splitn(3, ':').nth(2)?;
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}")).ok()
+    };
+    let v2 = |file: &str| -> Option<String> {
+        let path = cgroups.lines().find(|l| l.starts_with("0::"))?.trim_start_matches("0::");
+        std::fs::read_to_string(format!("/sys/fs/cgroup{path}/{file}")).ok()
+    };
+    let memory =
+        read_limit("memory", "memory.limit_in_bytes").or_else(|| v2("memory.max")).expect("memory limit readable");
+    assert_eq!(memory.trim(), (64u64 << 20).to_string());
+    let pids = read_limit("pids", "pids.max").or_else(|| v2("pids.max")).expect("pids limit readable");
+    assert_eq!(pids.trim(), want.pids.to_string());
+
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let tmp = mountinfo.lines().find(|l| l.split_whitespace().nth(4) == Some("/tmp")).expect("/tmp mounted");
+    assert!(tmp.contains(" - tmpfs "), "{tmp}");
+    let root = mountinfo.lines().find(|l| l.split_whitespace().nth(4) == Some("/")).unwrap();
+    assert!(root.split_whitespace().nth(5).unwrap().split(',').any(|o| o == "ro"), "{root}");
+    drop(launched);
+    // Dropping it stopped and removed the container.
+    let gone = Command::new("runc").args(["state", state["id"].as_str().unwrap()]).output().unwrap();
+    assert!(!gone.status.success());
+}
