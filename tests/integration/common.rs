@@ -299,3 +299,51 @@ pub fn plugin_binary(name: &str) -> PathBuf {
     assert!(p.exists(), "{} is missing: run artifacts/build-plugins.sh (the README's test command does)", p.display());
     p
 }
+
+/// `skopeo --insecure-policy <args>`, run to completion on a blocking thread.
+pub async fn skopeo(args: Vec<String>) -> std::process::Output {
+    let shown = format!("skopeo {}", args.join(" "));
+    tokio::task::spawn_blocking(move || Command::new("skopeo").arg("--insecure-policy").args(&args).output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("running {shown}: {e}"))
+}
+
+/// Asserts that `out` succeeded, showing its output otherwise; returns its stdout.
+pub fn ok(out: &std::process::Output, what: &str) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.clone()
+}
+
+/// A one-file ustar archive, written by hand (deterministic: mtime 0, uid/gid 0).
+pub fn tar_one(name: &str, data: &[u8]) -> Vec<u8> {
+    fn octal(field: &mut [u8], v: u64) {
+        let s = format!("{v:0w$o}", w = field.len() - 1);
+        field[..s.len()].copy_from_slice(s.as_bytes());
+        field[s.len()] = 0;
+    }
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    octal(&mut h[100..108], 0o644);
+    octal(&mut h[108..116], 0);
+    octal(&mut h[116..124], 0);
+    octal(&mut h[124..136], data.len() as u64);
+    octal(&mut h[136..148], 0);
+    h[148..156].fill(b' ');
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}

@@ -2,7 +2,7 @@
 //! `oras` SDK, talking to berth over HTTP. External commands run on blocking threads
 //! (`spawn_blocking`) because the server shares the test's tokio runtime.
 
-use crate::common::{self, OCI_INDEX, OCI_MANIFEST, TestServer};
+use crate::common::{self, OCI_INDEX, OCI_MANIFEST, TestServer, tar_one};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -40,34 +40,6 @@ fn skopeo(args: &[&str]) -> Command {
     let mut c = Command::new("skopeo");
     c.arg("--insecure-policy").args(args);
     c
-}
-
-/// A one-file ustar archive, written by hand (deterministic: mtime 0, uid/gid 0).
-fn tar_one(name: &str, data: &[u8]) -> Vec<u8> {
-    fn octal(field: &mut [u8], v: u64) {
-        let s = format!("{v:0w$o}", w = field.len() - 1);
-        field[..s.len()].copy_from_slice(s.as_bytes());
-        field[s.len()] = 0;
-    }
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    octal(&mut h[100..108], 0o644);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], data.len() as u64);
-    octal(&mut h[136..148], 0);
-    h[148..156].fill(b' ');
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out.extend_from_slice(&[0u8; 1024]);
-    out
 }
 
 /// gzip-compresses `data` with the `gzip` tool (`-n`: no name or timestamp).

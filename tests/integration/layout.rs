@@ -2,66 +2,17 @@
 //! skopeo reads and copies a layout berth wrote, and berth opens and verifies a layout
 //! skopeo wrote. skopeo runs on blocking threads (`spawn_blocking`).
 
-use crate::common;
+use crate::common::{self, ok, skopeo, tar_one};
 use berth::content::layout::OciLayout;
 use berth::content::{Fetcher, Pusher, Reader, TagResolver, descriptor_for, fetch_all};
 use berth::oci::{ParsedManifest, media};
 use serde_json::json;
-use std::process::{Command, Output};
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
-/// `skopeo --insecure-policy <args>`, run to completion on a blocking thread.
-async fn skopeo(args: Vec<String>) -> Output {
-    let shown = format!("skopeo {}", args.join(" "));
-    tokio::task::spawn_blocking(move || Command::new("skopeo").arg("--insecure-policy").args(&args).output())
-        .await
-        .expect("join")
-        .unwrap_or_else(|e| panic!("running {shown}: {e}"))
-}
-
-/// Asserts that `out` succeeded, showing its output otherwise; returns its stdout.
-fn ok(out: &Output, what: &str) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.clone()
-}
-
 fn reader(data: &[u8]) -> Reader {
     Box::pin(std::io::Cursor::new(data.to_vec()))
-}
-
-/// A one-file ustar archive, written by hand (deterministic: mtime 0, uid/gid 0).
-fn tar_one(name: &str, data: &[u8]) -> Vec<u8> {
-    fn octal(field: &mut [u8], v: u64) {
-        let s = format!("{v:0w$o}", w = field.len() - 1);
-        field[..s.len()].copy_from_slice(s.as_bytes());
-        field[s.len()] = 0;
-    }
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    octal(&mut h[100..108], 0o644);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], data.len() as u64);
-    octal(&mut h[136..148], 0);
-    h[148..156].fill(b' ');
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out.extend_from_slice(&[0u8; 1024]);
-    out
 }
 
 /// Builds a linux/amd64 image (minimal config, one uncompressed tar layer) in `layout`,

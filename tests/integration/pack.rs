@@ -2,28 +2,14 @@
 //! containers/image reads, with the user, entrypoint and port berth wrote, under the
 //! digest berth returned.
 
+use crate::common::{ok, skopeo};
 use berth::content::layout::OciLayout;
 use berth::pack::{PackSpec, annotations, pack};
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// `skopeo --insecure-policy <args>`, run to completion on a blocking thread.
-async fn skopeo(args: Vec<String>) -> Output {
-    let shown = format!("skopeo {}", args.join(" "));
-    tokio::task::spawn_blocking(move || Command::new("skopeo").arg("--insecure-policy").args(&args).output())
-        .await
-        .expect("join")
-        .unwrap_or_else(|e| panic!("running {shown}: {e}"))
-}
-
-fn ok(out: &Output, what: &str) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: output is not JSON: {e}"))
+/// Runs skopeo (see common) and parses its JSON output.
+fn json_ok(out: &Output, what: &str) -> serde_json::Value {
+    serde_json::from_slice(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: output is not JSON: {e}"))
 }
 
 #[tokio::test]
@@ -43,14 +29,15 @@ async fn skopeo_reads_a_packed_plugin_image() {
     let desc = pack(&spec, &layout, Some("v1")).await.expect("pack");
     let image = format!("oci:{}:v1", dir.path().display());
 
-    let config = ok(&skopeo(vec!["inspect".into(), "--config".into(), image.clone()]).await, "skopeo inspect --config");
+    let config =
+        json_ok(&skopeo(vec!["inspect".into(), "--config".into(), image.clone()]).await, "skopeo inspect --config");
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/plugin"]));
     assert_eq!(config["config"]["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
     assert_eq!(config["os"], "linux");
     assert_eq!(config["architecture"], "amd64");
 
-    let info = ok(&skopeo(vec!["inspect".into(), image.clone()]).await, "skopeo inspect");
+    let info = json_ok(&skopeo(vec!["inspect".into(), image.clone()]).await, "skopeo inspect");
     assert_eq!(info["Digest"], desc.digest().to_string());
     assert_eq!(info["Layers"].as_array().map(Vec::len), Some(1));
 
