@@ -23,16 +23,9 @@ async fn run(mut cmd: Command) -> Output {
         .unwrap_or_else(|e| panic!("running {shown}: {e}"))
 }
 
-/// Asserts that `out` succeeded, showing its output otherwise; returns its stdout.
+/// [`common::ok`], with stdout as text.
 fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&common::ok(out, what)).into_owned()
 }
 
 /// `skopeo --insecure-policy <args>` (no policy.json is needed for the test's copies).
