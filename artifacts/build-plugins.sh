@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Build the first-party plugins as static (static-pie, glibc) binaries that run in an
-# empty root filesystem, into target/plugins/<name>. Uses its own target directory
+# Build the first-party and the test-fixture plugins as static (static-pie, glibc) binaries
+# that run in an empty root filesystem, into target/plugins/<name>. Uses its own target directory
 # (target/static) so the RUSTFLAGS change does not invalidate the normal build cache.
 #
-#   artifacts/build-plugins.sh [plugin ...]     (default: every plugin under artifacts/plugins)
+#   artifacts/build-plugins.sh [plugin ...]
+#
+# Default: every crate under artifacts/plugins/ and tests/fixtures/plugins/. A name is a
+# package name (each plugin's directory is named after its package).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +19,7 @@ if [ "$#" -gt 0 ]; then
   plugins=("$@")
 else
   plugins=()
-  for d in artifacts/plugins/*/; do
+  for d in artifacts/plugins/*/ tests/fixtures/plugins/*/; do
     [ -f "$d/Cargo.toml" ] && plugins+=("$(basename "$d")")
   done
 fi

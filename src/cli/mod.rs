@@ -13,6 +13,7 @@ pub mod bench_copy;
 pub mod conformance;
 pub mod policy;
 pub mod publisher;
+pub mod runner;
 pub mod transfer;
 
 #[derive(Parser, Debug)]
@@ -64,6 +65,13 @@ pub enum Command {
     Audit(audit::AuditCommand),
     /// Run the runner API v1 conformance suite against a running plugin (by URL).
     Conformance(conformance::ConformanceArgs),
+    /// Run one plugin pinned by digest under the runner policy, in the foreground.
+    Run(runner::RunArgs),
+    /// The runner service: install, start, stop, status, logs, invoke and upgrade plugins
+    /// through a local API, with health checks and restarts.
+    Runner(runner::RunnerArgs),
+    /// Measure plugin start-up: cold, warm, and `runc run` of the same bundle.
+    BenchStart(runner::BenchStartArgs),
 }
 
 #[derive(Args, Debug)]
@@ -221,6 +229,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Policy(c) => policy::run(c).await,
         Command::Audit(c) => audit::run(c).await,
         Command::Conformance(a) => conformance::run(a).await,
+        Command::Run(a) => runner::run(a).await,
+        Command::Runner(a) => runner::service(a).await,
+        Command::BenchStart(a) => runner::bench_start(a).await,
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

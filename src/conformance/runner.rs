@@ -331,7 +331,7 @@ async fn send(client: &reqwest::Client, p: &Prepared) -> Result<(Received, Vec<u
 }
 
 /// reqwest's top-level message hides the cause ("error sending request"); name all of it.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -1,9 +1,18 @@
 //! The runner: policy, resolve, unpack, launch backends, egress proxy and audit (see
-//! `DESIGN.md`). It is arriving in pieces: [`policy`] decides whether an install may happen
-//! and under which limits, with a reason for every part; [`unpack`] turns a verified
-//! image's layers into a root filesystem without letting any entry escape it; [`audit`] is
-//! the append-only, hash-chained audit trail (`berth audit verify`).
+//! `DESIGN.md`). [`policy`] decides whether an install may happen and under which limits,
+//! with a reason for every part; [`resolve`] gathers everything the decision needs from the
+//! registry alone; [`unpack`] turns a verified image's layers into a root filesystem without
+//! letting any entry escape it; [`spec`] builds the OCI runtime bundle; [`netns`] opens
+//! sockets inside a plugin's network namespace; [`egress`] is the proxy that is its only way
+//! out; [`instance`] runs one plugin; [`service`] is `berth runner`'s local API; [`audit`]
+//! is the append-only, hash-chained audit trail (`berth audit verify`).
 
 pub mod audit;
+pub mod egress;
+pub mod instance;
+pub mod netns;
 pub mod policy;
+pub mod resolve;
+pub mod service;
+pub mod spec;
 pub mod unpack;

@@ -40,6 +40,8 @@ use std::path::Path;
 
 /// `api_version` of a policy file (the only one there is).
 pub const POLICY_API_VERSION: &str = "aisopsflow.dev/runner-policy/v1";
+/// The secret holding the per-instance runner API key: always mounted, never from the policy.
+pub const RUNNER_API_KEY_SECRET: &str = "runner_api_key";
 /// An `allowed_egress` entry that allows every host; never implied.
 pub const ANY_HOST: &str = "*";
 
@@ -618,11 +620,17 @@ fn resources(limits: &LimitsPolicy, manifest: &PluginManifest) -> (Verdict, Stri
 }
 
 fn secrets(policy: &Policy, manifest: &PluginManifest) -> (Verdict, String, Vec<String>) {
-    if manifest.secrets.is_empty() {
-        return (Verdict::Allow, "the plugin reads no secrets; none mounted".to_string(), Vec::new());
+    // The per-instance runner API key is always mounted; it is not the policy's to grant.
+    let wanted: Vec<String> = manifest.secrets.iter().filter(|s| *s != RUNNER_API_KEY_SECRET).cloned().collect();
+    if wanted.is_empty() {
+        return (
+            Verdict::Allow,
+            "the plugin reads no secrets besides its runner API key; none other mounted".to_string(),
+            Vec::new(),
+        );
     }
     let (mounted, withheld): (Vec<String>, Vec<String>) =
-        manifest.secrets.iter().cloned().partition(|s| policy.allowed_secrets.contains(s));
+        wanted.into_iter().partition(|s| policy.allowed_secrets.contains(s));
     if withheld.is_empty() {
         return (Verdict::Allow, format!("{} mounted (in allowed_secrets)", mounted.join(", ")), mounted);
     }
@@ -748,7 +756,7 @@ mod tests {
         assert!(text.contains("ALLOW registry: 127.0.0.1:5000 is in allowed_registries"), "{text}");
         assert!(text.contains("ALLOW plugin: aisopsflow/json-transform is in allowed_plugins"), "{text}");
         assert_eq!(d.egress, ["api.example.com", "hooks.example.org:8443"]);
-        assert_eq!(d.secrets, ["runner_api_key"]);
+        assert!(d.secrets.is_empty());
         assert_eq!(d.limits, Limits { cpu_millicores: 250, memory_mib: 64, pids: 32 });
     }
 
@@ -921,13 +929,13 @@ mod tests {
         let m = manifest_with(|j| j["secrets"] = json!(["runner_api_key", "db_password"]));
         let d = run(&permissive(), &m);
         assert!(d.allowed, "{d}");
-        assert_eq!(d.secrets, ["runner_api_key"]);
+        assert!(d.secrets.is_empty(), "the runner API key is the runner's, not a policy secret");
         let part = d.part("secrets").unwrap();
         assert_eq!(part.verdict, Verdict::Warn);
         assert!(part.reason.contains("db_password not in allowed_secrets and will not be mounted"), "{}", part.reason);
         let mut policy = permissive();
         policy.allowed_secrets.push("db_password".into());
-        assert_eq!(run(&policy, &m).secrets, ["runner_api_key", "db_password"]);
+        assert_eq!(run(&policy, &m).secrets, ["db_password"]);
     }
 
     #[test]

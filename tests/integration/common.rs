@@ -323,25 +323,42 @@ pub fn ok(out: &std::process::Output, what: &str) -> Vec<u8> {
 
 /// A one-file ustar archive, written by hand (deterministic: mtime 0, uid/gid 0).
 pub fn tar_one(name: &str, data: &[u8]) -> Vec<u8> {
+    tar_entries(&[tar_header(name, b'0', "", data.len() as u64, 0o644)], data)
+}
+
+/// One ustar header (mtime 0, uid/gid 0) for a regular file, link or device.
+pub fn tar_header(name: &str, kind: u8, link: &str, size: u64, mode: u32) -> Vec<u8> {
     fn octal(field: &mut [u8], v: u64) {
         let s = format!("{v:0w$o}", w = field.len() - 1);
         field[..s.len()].copy_from_slice(s.as_bytes());
-        field[s.len()] = 0;
     }
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name.as_bytes());
-    octal(&mut h[100..108], 0o644);
+    octal(&mut h[100..108], u64::from(mode));
     octal(&mut h[108..116], 0);
     octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], data.len() as u64);
+    octal(&mut h[124..136], size);
     octal(&mut h[136..148], 0);
     h[148..156].fill(b' ');
-    h[156] = b'0';
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
+    if kind == b'3' {
+        octal(&mut h[329..337], 8);
+        octal(&mut h[337..345], 0);
+    }
     let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
     h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
+    h.to_vec()
+}
+
+/// Headers followed by `data` (for the last header), padded, and the end-of-archive blocks.
+pub fn tar_entries(headers: &[Vec<u8>], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for h in headers {
+        out.extend_from_slice(h);
+    }
     out.extend_from_slice(data);
     out.resize(out.len().div_ceil(512) * 512, 0);
     out.extend_from_slice(&[0u8; 1024]);

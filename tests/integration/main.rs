@@ -19,3 +19,4 @@ mod publish;
 mod python_plugin;
 mod remote;
 mod runc;
+mod runner;

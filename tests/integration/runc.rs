@@ -160,7 +160,7 @@ async fn launched_plugins_run_under_their_resource_limits() {
     )
     .unwrap();
     let manifest = berth::plugin::validate(&serde_json::from_str(&text).unwrap(), None).unwrap();
-    let want = berth::conformance::launch::limits_for(&manifest);
+    let want = berth::runner::spec::limits_for(&manifest);
     assert_eq!(want.memory_mib, 64, "json-transform asks for 64 MiB");
     let reference = format!("oci-layout:{}:v1", work.path().join("layout").display());
     let launched = berth::conformance::launch::launch(&reference, &Default::default(), Some(manifest)).await.unwrap();

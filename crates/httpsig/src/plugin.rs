@@ -56,6 +56,10 @@ impl PluginError {
     pub fn deadline_exceeded(message: impl Into<String>) -> Self {
         Self::new(504, "deadline_exceeded", message, true)
     }
+    /// The plugin's health hook reported a problem: `503 internal`, retryable.
+    pub fn unhealthy(message: impl Into<String>) -> Self {
+        Self::new(503, "internal", message, true)
+    }
     fn unsupported_version(got: &str) -> Self {
         Self::new(400, "unsupported_version", format!("runner API version {got:?} is not supported"), false)
     }
@@ -88,20 +92,38 @@ pub struct Entrypoint {
     pub handler: Handler,
 }
 
-/// A plugin: its identity and entrypoints.
+/// A plugin: its identity, entrypoints and an optional health check.
 pub struct Plugin {
     pub name: &'static str,
     pub version: &'static str,
     pub entrypoints: Vec<Entrypoint>,
+    /// Called on every `GET /v1/health`; `Err(message)` answers `503 internal` (retryable).
+    /// `None` means always healthy.
+    pub health: Option<fn() -> Result<(), String>>,
 }
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A plugin is usually PID 1 in its container, where SIGTERM has no default action: without
+/// a handler `runc kill TERM` would be ignored and every stop would wait for SIGKILL. The
+/// server keeps no state worth flushing, so it exits at once.
+fn exit_on_sigterm() {
+    extern "C" fn on_term(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: installing a handler that only calls an async-signal-safe function.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
 /// Bind, print the address, and serve forever. Returns an error message only when
 /// start-up fails (no key, port in use).
 pub fn run(plugin: Plugin) -> Result<(), String> {
+    exit_on_sigterm();
     let key_file = std::env::var("RUNNER_API_KEY_FILE").unwrap_or_else(|_| "/run/secrets/runner_api_key".to_string());
     let key = std::fs::read(&key_file).map_err(|e| format!("cannot read the runner API key from {key_file}: {e}"))?;
     if key.is_empty() {
@@ -218,7 +240,7 @@ fn handle(plugin: &Plugin, verifier: &Verifier, req: &mut Request) -> Result<Val
     let is_get = *req.method() == Method::Get;
     match path {
         "/v1/health" | "/v1/info" if !is_get => Err(PluginError::method_not_allowed(format!("{path} accepts GET"))),
-        "/v1/health" => Ok(json!({"status": "ok"})),
+        "/v1/health" => health(plugin),
         "/v1/info" => Ok(json!({
             "name": plugin.name,
             "version": plugin.version,
@@ -237,6 +259,13 @@ fn handle(plugin: &Plugin, verifier: &Verifier, req: &mut Request) -> Result<Val
             }
             call_entrypoint(ep, &body, deadline)
         }
+    }
+}
+
+fn health(plugin: &Plugin) -> Result<Value, PluginError> {
+    match plugin.health.map(|check| check()) {
+        Some(Err(message)) => Err(PluginError::unhealthy(message)),
+        _ => Ok(json!({"status": "ok"})),
     }
 }
 
@@ -300,6 +329,18 @@ mod tests {
         assert_eq!(out["output"], json!([10_000, false]));
         let out = call_entrypoint(&ep, b"{\"input\": 1, \"x\": 2}", None).unwrap();
         assert_eq!(out["output"], json!([10_000, false]));
+    }
+
+    #[test]
+    fn failing_health_hook_answers_503_internal() {
+        let mut plugin = Plugin { name: "p", version: "0", entrypoints: vec![], health: None };
+        assert_eq!(health(&plugin).unwrap(), json!({"status": "ok"}));
+        plugin.health = Some(|| Ok(()));
+        assert_eq!(health(&plugin).unwrap(), json!({"status": "ok"}));
+        plugin.health = Some(|| Err("disk full".into()));
+        let e = health(&plugin).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert_eq!(e.body(), json!({"error": {"code": "internal", "message": "disk full", "retryable": true}}));
     }
 
     #[test]

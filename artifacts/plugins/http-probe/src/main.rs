@@ -19,6 +19,7 @@ fn main() {
         name: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
         entrypoints: vec![Entrypoint { name: "probe", timeout_ms: TIMEOUT_MS, handler: Box::new(probe) }],
+        health: None,
     };
     if let Err(e) = run(plugin) {
         eprintln!("http-probe: {e}");

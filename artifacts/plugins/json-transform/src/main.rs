@@ -23,6 +23,7 @@ fn main() {
         name: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
         entrypoints: vec![Entrypoint { name: "transform", timeout_ms: TIMEOUT_MS, handler: Box::new(transform) }],
+        health: None,
     };
     if let Err(e) = run(plugin) {
         eprintln!("json-transform: {e}");
