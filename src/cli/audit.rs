@@ -31,7 +31,7 @@ pub struct VerifyArgs {
 pub struct ShowArgs {
     /// The audit log (JSON Lines).
     pub file: PathBuf,
-    /// Only records with this event (e.g. pull, start, stop, policy_refused).
+    /// Only records with this event (e.g. pull, start, stop, policy.refused, egress.refused).
     #[arg(long)]
     pub event: Option<String>,
     /// Print each record as one JSON line, as stored.

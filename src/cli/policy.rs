@@ -4,7 +4,8 @@
 use super::transfer::RemoteArgs;
 use crate::content::TagResolver;
 use crate::content::endpoint::Endpoint;
-use crate::runner::policy::{Policy, SignatureState, Subject, decide};
+use crate::runner::policy::{Policy, Subject, decide};
+use crate::runner::resolve::{Trust, resolve};
 use crate::sign::{self, PublicKey};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -26,6 +27,12 @@ pub struct ExplainArgs {
     /// Trusted publisher public key (PEM); repeatable.
     #[arg(long = "key")]
     pub keys: Vec<PathBuf>,
+    /// Trusted catalog root public key (PEM): lifecycle status signed by it counts. Repeatable.
+    #[arg(long = "root-key")]
+    pub root_keys: Vec<PathBuf>,
+    /// Trusted verifier public key (PEM): verification reports signed by it count. Repeatable.
+    #[arg(long = "verifier-key")]
+    pub verifier_keys: Vec<PathBuf>,
     /// Print the decision as JSON.
     #[arg(long)]
     pub json: bool,
@@ -36,37 +43,35 @@ pub struct ExplainArgs {
 pub async fn run(c: PolicyCommand) -> Result<i32> {
     let PolicyCommand::Explain(a) = c;
     let policy = Policy::load(&a.policy)?;
-    let mut keys: Vec<PublicKey> = Vec::new();
-    for k in &a.keys {
-        let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
-        keys.push(sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))?);
-    }
+    let keys = |paths: &[PathBuf]| -> Result<Vec<PublicKey>> {
+        paths
+            .iter()
+            .map(|k| {
+                let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
+                sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))
+            })
+            .collect()
+    };
+    let trust = Trust { publishers: keys(&a.keys)?, roots: keys(&a.root_keys)?, verifiers: keys(&a.verifier_keys)? };
     let Endpoint::Registry(image_ref) = Endpoint::parse(&a.reference)? else {
         bail!("{}: the policy judges images in a registry (host/name@sha256:…)", a.reference);
     };
     let repo = crate::content::remote::open(&image_ref, a.remote.options())?;
     // A tag is resolved only to find the manifest; the policy still refuses it by name.
-    let reference = image_ref.reference().with_context(|| format!("{} names no tag or digest", a.reference))?;
-    let image = repo.resolve(&reference).await.with_context(|| format!("resolving {}", a.reference))?;
-    let manifest = crate::conformance::launch::attached_manifest(&repo, &image, Some(&image_ref.repository)).await?;
-    let signed = |r: Result<Vec<sign::VerifiedSignature>, sign::SignError>| r.is_ok_and(|v| !v.is_empty());
-    let image_signed = signed(sign::verify_subject(&repo, &image, &keys).await);
-    let artifact = repo
-        .referrers(&image.digest().to_string().parse()?, Some(crate::plugin::PLUGIN_MANIFEST_MEDIA_TYPE))
-        .await?
-        .into_iter()
-        .next();
-    let manifest_signed = match &artifact {
-        Some(d) => signed(sign::verify_subject(&repo, d, &keys).await),
-        None => false,
-    };
+    let mut pinned = image_ref.clone();
+    if pinned.digest.is_none() {
+        let tag = image_ref.reference().with_context(|| format!("{} names no tag or digest", a.reference))?;
+        let image = repo.resolve(&tag).await.with_context(|| format!("resolving {}", a.reference))?;
+        pinned.digest = Some(image.digest().to_string().parse()?);
+    }
+    let resolved = resolve(&repo, &pinned, &trust).await?;
     let decision = decide(
         &policy,
         &Subject {
             reference: &image_ref,
-            manifest: &manifest,
-            signatures: SignatureState { image: image_signed, manifest: manifest_signed },
-            lifecycle: None,
+            manifest: &resolved.manifest,
+            signatures: resolved.signatures,
+            lifecycle: resolved.lifecycle.as_ref(),
         },
     );
     if a.json {
@@ -83,10 +88,22 @@ pub async fn run(c: PolicyCommand) -> Result<i32> {
                 "limits": {"cpu_millicores": decision.limits.cpu_millicores, "memory_mib": decision.limits.memory_mib, "pids": decision.limits.pids},
                 "egress": decision.egress,
                 "secrets": decision.secrets,
+                "signature_problems": resolved.signature_problems,
+                "verification_report": resolved.report,
+                "ignored": resolved.ignored,
             }))?
         );
     } else {
         print!("{decision}");
+        for p in &resolved.signature_problems {
+            println!("  signature check: {p}");
+        }
+        if let Some(r) = &resolved.report {
+            println!("  verification report: {} by {} at {}", r.state, r.verifier, r.time);
+        }
+        for i in &resolved.ignored {
+            println!("  {i}");
+        }
         println!("{}", if decision.allowed { "=> allowed" } else { "=> refused" });
     }
     Ok(if decision.allowed { 0 } else { 1 })

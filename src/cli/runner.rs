@@ -125,7 +125,7 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     } else {
         let mut exit = 0;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => eprintln!("stopping {}", instance.id),
+            _ = terminated() => eprintln!("stopping {}", instance.id),
             e = wait_exit(&instance) => {
                 eprintln!("{} {}", instance.plugin, e.message);
                 exit = 1;
@@ -135,6 +135,21 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     };
     instance.stop().await;
     Ok(code)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (`kill`, systemd, Kubernetes).
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 async fn wait_exit(i: &crate::runner::instance::Instance) -> crate::runner::instance::Exit {
@@ -178,7 +193,7 @@ pub async fn service(a: RunnerArgs) -> Result<i32> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     eprintln!("berth runner listening on http://{}", listener.local_addr()?);
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        terminated().await;
     };
     Service::new(runner, supervision).serve(listener, shutdown).await?;
     Ok(0)
@@ -288,16 +303,20 @@ pub async fn bench_start(a: BenchStartArgs) -> Result<i32> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()?;
-        anyhow::ensure!(out.success(), "{} run failed: {out}", a.common.runtime);
-        let pid: u32 = std::fs::read_to_string(scratch.path().join("pid"))?.trim().parse()?;
-        let ns = crate::runner::netns::Netns::of_pid(pid)?;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let until = Instant::now() + Duration::from_secs(10);
-        while ns.connect(addr).is_err() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        runc.push(ms(t.elapsed()));
+        let measured = (|| -> Result<f64> {
+            anyhow::ensure!(out.success(), "{} run failed: {out}", a.common.runtime);
+            let pid: u32 = std::fs::read_to_string(scratch.path().join("pid"))?.trim().parse()?;
+            let ns = crate::runner::netns::Netns::of_pid(pid)?;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let until = Instant::now() + Duration::from_secs(10);
+            while ns.connect(addr).is_err() {
+                anyhow::ensure!(Instant::now() < until, "the plugin did not listen within 10 s");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(ms(t.elapsed()))
+        })();
         let _ = std::process::Command::new(&a.common.runtime).args(["delete", "--force", &id]).output();
+        runc.push(measured?);
     }
     let _ = std::fs::remove_dir_all(&base);
     println!("berth runner start-up, {} ({runs} runs each, median ms)", a.reference);
