@@ -20,6 +20,13 @@
 //! [[notifications.endpoints]]
 //! name = "catalog"
 //! url = "http://127.0.0.1:8080/events"
+//!
+//! [verification]                 # the verification pipeline (crate::verify)
+//! enabled = true
+//! conformance = true             # needs root and runc
+//! fail_at = "high"
+//! [verification.publishers]
+//! aisopsflow = ["keys/aisopsflow.pub"]
 //! ```
 
 use crate::registry::auth::Account;
@@ -89,6 +96,68 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub notifications: NotificationsConfig,
+    pub verification: VerificationConfig,
+}
+
+/// The verification pipeline in `serve` (see `crate::verify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationConfig {
+    /// Verify plugins as they are published (registry events), on re-runs and on rescans.
+    pub enabled: bool,
+    /// `report.verifier.id`.
+    pub verifier_id: String,
+    /// The verifier signing key (cosign's encrypted format; password from
+    /// `BERTH_VERIFIER_PASSWORD`), created on first start with its `.pub` beside it.
+    /// Default: `<data_dir>/verifier.key`.
+    pub key_file: Option<PathBuf>,
+    /// The OSV database (`berth vulndb import`). Default: `<data_dir>/vulndb.sqlite`.
+    pub vulndb: Option<PathBuf>,
+    /// The job queue. Default: `<data_dir>/verify-queue.sqlite`.
+    pub queue: Option<PathBuf>,
+    /// Verifications running at once.
+    pub concurrency: usize,
+    /// Run the conformance suite against the plugin in the runner's sandbox (needs root and runc).
+    pub conformance: bool,
+    /// The OCI runtime for the conformance run.
+    pub runtime: String,
+    /// How long a plugin under conformance testing may take to become healthy.
+    pub start_timeout_ms: u64,
+    /// Quiet time after the last referrer pushed for an image before it is verified.
+    pub settle_ms: u64,
+    /// How often the vulnerability database is checked for changes (a change rescans).
+    pub vulndb_poll_seconds: u64,
+    /// Checks whose failure makes a plugin unverified (default: all but `review`).
+    pub required_checks: Option<Vec<String>>,
+    /// Vulnerabilities at or above this severity make a plugin unverified.
+    pub fail_at: crate::plugin::documents::Severity,
+    /// Registry account the verifier pushes reports as, when accounts are configured
+    /// (password from `BERTH_VERIFIER_REGISTRY_PASSWORD`).
+    pub registry_username: Option<String>,
+    /// Public keys (PEM files) registered per publisher: signatures by other keys fail.
+    pub publishers: std::collections::BTreeMap<String, Vec<PathBuf>>,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        VerificationConfig {
+            enabled: true,
+            verifier_id: "berth-verifier".to_string(),
+            key_file: None,
+            vulndb: None,
+            queue: None,
+            concurrency: 1,
+            conformance: true,
+            runtime: "runc".to_string(),
+            start_timeout_ms: 10_000,
+            settle_ms: 1000,
+            vulndb_poll_seconds: 30,
+            required_checks: None,
+            fail_at: crate::plugin::documents::Severity::High,
+            registry_username: None,
+            publishers: Default::default(),
+        }
+    }
 }
 
 impl Config {
@@ -154,6 +223,18 @@ impl Config {
                     "notifications.endpoints[{i}].url = {:?} must start with http:// or https://",
                     e.url
                 ));
+            }
+        }
+        let v = &self.verification;
+        if v.concurrency == 0 {
+            problems.push("verification.concurrency must be greater than 0".to_string());
+        }
+        if v.verifier_id.is_empty() {
+            problems.push("verification.verifier_id must not be empty".to_string());
+        }
+        for (publisher, keys) in &v.publishers {
+            if keys.is_empty() {
+                problems.push(format!("verification.publishers.{publisher} lists no key files"));
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }

@@ -20,3 +20,4 @@ pub mod registry;
 pub mod runner;
 pub mod sbom;
 pub mod sign;
+pub mod verify;

@@ -15,6 +15,8 @@ pub mod policy;
 pub mod publisher;
 pub mod runner;
 pub mod transfer;
+pub mod verify;
+pub mod vulndb;
 
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A registry-native plugin marketplace for AisOpsFlow")]
@@ -72,6 +74,11 @@ pub enum Command {
     Runner(runner::RunnerArgs),
     /// Measure plugin start-up: cold, warm, and `runc run` of the same bundle.
     BenchStart(runner::BenchStartArgs),
+    /// Verify a plugin image (every check, one report), or ask a server about a verification.
+    Verify(verify::VerifyArgs),
+    /// The local OSV vulnerability database the verification scans against.
+    #[command(subcommand)]
+    Vulndb(vulndb::VulndbCommand),
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +239,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => runner::run(a).await,
         Command::Runner(a) => runner::service(a).await,
         Command::BenchStart(a) => runner::bench_start(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::Vulndb(c) => vulndb::run(c),
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

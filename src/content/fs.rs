@@ -876,3 +876,25 @@ impl super::PredecessorFinder for FsRepository {
         self.store.referrers(&self.name, &descriptor_digest(node)?)
     }
 }
+
+/// Writes `data` to `path` with permissions `mode` atomically, for files outside a store
+/// (keys, records): a staging file beside it, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+    let res = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}

@@ -23,6 +23,8 @@ pub enum ServeError {
     Bind { addr: String, source: std::io::Error },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Verification(#[from] crate::verify::worker::WorkerError),
 }
 
 /// Reads the token signing key, creating a random one (mode 0600) on first start.
@@ -75,7 +77,16 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = router(registry).into_make_service_with_connect_info::<SocketAddr>();
+    serve_app(listener, router(registry), shutdown).await
+}
+
+/// Serves `app` (the registry's router, possibly with more routes merged) on `listener`.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve)
 }
 
@@ -90,7 +101,18 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("berth registry listening on http://{local} (data in {})", config.server.data_dir.display());
-    serve(listener, registry, shutdown_signal()).await
+    let mut app = router(Arc::clone(&registry));
+    let mut tasks = Vec::new();
+    if config.verification.enabled {
+        let v = crate::verify::worker::Verification::open(config, Arc::clone(&registry), local)?;
+        tasks = v.spawn();
+        app = app.merge(v.routes());
+    }
+    let result = serve_app(listener, app, shutdown_signal()).await;
+    for t in tasks {
+        t.abort();
+    }
+    result
 }
 
 async fn shutdown_signal() {

@@ -145,7 +145,20 @@ pub async fn serve(listener: TcpListener, allowed: Vec<String>, on_refusal: OnRe
 
 /// [`serve`], also reporting every destination let through (the runner audits both).
 pub async fn serve_audited(listener: TcpListener, allowed: Vec<String>, on_refusal: OnRefusal, on_passed: OnPassed) {
-    let proxy = Arc::new(Proxy { allowed, on_refusal, on_passed });
+    serve_redirected(listener, allowed, on_refusal, on_passed, None).await
+}
+
+/// [`serve_audited`], dialling every allowed destination at `redirect` instead of resolving
+/// it, when given. The verifier's conformance run uses it to point a plugin's declared
+/// hosts at a stub upstream; the allow list is enforced exactly as in production.
+pub async fn serve_redirected(
+    listener: TcpListener,
+    allowed: Vec<String>,
+    on_refusal: OnRefusal,
+    on_passed: OnPassed,
+    redirect: Option<SocketAddr>,
+) {
+    let proxy = Arc::new(Proxy { allowed, on_refusal, on_passed, redirect });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -169,6 +182,7 @@ struct Proxy {
     allowed: Vec<String>,
     on_refusal: OnRefusal,
     on_passed: OnPassed,
+    redirect: Option<SocketAddr>,
 }
 
 /// Where a request goes.
@@ -231,7 +245,7 @@ impl Proxy {
     async fn tunnel(&self, mut req: Request<Incoming>, slot: &TunnelSlot) -> Result<Response<Body>, EgressError> {
         let target = connect_target(req.uri())?;
         self.check(&target, req.method())?;
-        let upstream = dial(&target).await?;
+        let upstream = dial(&target, self.redirect).await?;
         let client = hyper::upgrade::on(&mut req);
         *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Tunnel { client, upstream, target });
         let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
@@ -262,7 +276,7 @@ impl Proxy {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
 
-        let upstream = dial(&target).await?;
+        let upstream = dial(&target, self.redirect).await?;
         let upstream_error = |source| EgressError::Upstream { host: target.host.clone(), port: target.port, source };
         let (mut sender, exchange) =
             hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await.map_err(upstream_error)?;
@@ -344,7 +358,18 @@ fn absolute_target(uri: &Uri) -> Result<Target, EgressError> {
 }
 
 /// Resolves in the runner's namespace and connects to the first address that answers.
-async fn dial(target: &Target) -> Result<TcpStream, EgressError> {
+async fn dial(target: &Target, redirect: Option<SocketAddr>) -> Result<TcpStream, EgressError> {
+    if let Some(address) = redirect {
+        return match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(source)) => Err(EgressError::Connect { host: target.host.clone(), port: target.port, source }),
+            Err(_) => Err(EgressError::Connect {
+                host: target.host.clone(),
+                port: target.port,
+                source: io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {address} timed out")),
+            }),
+        };
+    }
     let name = unbracket(&target.host);
     let addresses = tokio::net::lookup_host((name, target.port))
         .await

@@ -105,6 +105,9 @@ pub struct RunnerConfig {
     pub start_timeout: Duration,
     /// Bounds on what one image may unpack to (a gzip bomb stops here).
     pub unpack_limits: unpack::Limits,
+    /// Dial every allowed egress destination at this address instead (the verifier's stub
+    /// upstream during conformance runs); `None` in production.
+    pub egress_redirect: Option<SocketAddr>,
 }
 
 impl RunnerConfig {
@@ -118,6 +121,7 @@ impl RunnerConfig {
             remote: RemoteOptions::default(),
             start_timeout: Duration::from_secs(10),
             unpack_limits: unpack::Limits::default(),
+            egress_redirect: None,
         }
     }
 }
@@ -398,7 +402,8 @@ impl Runner {
             }
         });
         let allowed = installed.decision.egress.clone();
-        tasks.push(tokio::spawn(egress::serve_audited(proxy_listener, allowed, on_refusal, on_passed)));
+        let redirect = self.config.egress_redirect;
+        tasks.push(tokio::spawn(egress::serve_redirected(proxy_listener, allowed, on_refusal, on_passed, redirect)));
         let callbacks = Arc::new(Mutex::new(Vec::new()));
         tasks.push(tokio::spawn(serve_callbacks(
             callback_listener,

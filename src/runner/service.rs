@@ -89,7 +89,8 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
+        && !name.starts_with('-')
+        && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
@@ -199,8 +200,8 @@ impl Service {
         };
         self.record("health.failed", &plugin, json!({"slot": name, "reason": problem, "exit": exit}));
         if let Some(old) = s.instance.take() {
-            s.last_exit = old.exited();
             old.stop().await;
+            s.last_exit = old.exited();
         }
         if s.restarts >= self.supervision.max_restarts {
             s.wanted = false;
@@ -482,5 +483,642 @@ async fn upgrade(
             );
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Keeps `schemas/runner-service.v1.openapi.json` true to this file. axum cannot list a
+    //! router's routes, so [`ROUTES`] lists them; it is checked three ways: against the text of
+    //! [`Service::router`], against the live router (every path probed with every method), and
+    //! against the document. The status and error codes each operation documents are compared
+    //! with those its handler (and the helpers it calls) can answer, the request bodies with the
+    //! Rust types they are parsed into, and the status JSON with the `Status` schema.
+
+    use super::*;
+    use crate::oci::{Digest, ImageReference};
+    use crate::runner::instance::RunnerConfig;
+    use crate::runner::policy::{Decision, Limits, Part, Policy, SignatureState, Verdict};
+    use crate::runner::resolve::{ReportSummary, Resolved, Trust};
+    use axum::body::Body;
+    use axum::http::Request;
+    use oci_spec::image::Descriptor;
+    use std::collections::BTreeSet;
+    use tower::ServiceExt;
+
+    const DOC: &str = include_str!("../../schemas/runner-service.v1.openapi.json");
+    const SOURCE: &str = include_str!("service.rs");
+
+    /// The routes of [`Service::router`] as (method, path), copied from it.
+    const ROUTES: &[(&str, &str)] = &[
+        ("get", "/v1/health"),
+        ("get", "/v1/plugins"),
+        ("get", "/v1/plugins/{name}"),
+        ("put", "/v1/plugins/{name}"),
+        ("delete", "/v1/plugins/{name}"),
+        ("post", "/v1/plugins/{name}/start"),
+        ("post", "/v1/plugins/{name}/stop"),
+        ("get", "/v1/plugins/{name}/logs"),
+        ("get", "/v1/plugins/{name}/callbacks"),
+        ("post", "/v1/plugins/{name}/upgrade"),
+        ("post", "/v1/plugins/{name}/invoke/{entrypoint}"),
+    ];
+
+    /// The HTTP methods an OpenAPI path item may hold, as axum's method routers are named.
+    const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+
+    /// Helpers that answer errors of their own, called by handlers.
+    const HELPERS: &[&str] = &["slot_or_404", "valid_name", "parse_body"];
+
+    /// The runner calls whose [`RunError`] a handler turns into an answer (`From<RunError>`),
+    /// with the codes of the errors each can fail with: `Runner::install` resolves, judges and
+    /// pulls (no secret is read, nothing is started); `Runner::start` only starts.
+    const RUNNER_CALLS: &[(&str, &[&str])] = &[
+        ("svc.runner.install(", &["not_pinned", "refused", "failed"]),
+        ("svc.runner.start(", &["missing_secret", "unhealthy", "failed"]),
+    ];
+
+    /// The request body types and the schemas that document them.
+    const BODIES: &[(&str, &str)] = &[("ReferenceBody", "ReferenceRequest"), ("InvokeBody", "InvokeRequest")];
+
+    /// The statuses `ApiError`s are built with here.
+    const STATUSES: &[(&str, StatusCode)] = &[
+        ("BAD_REQUEST", StatusCode::BAD_REQUEST),
+        ("FORBIDDEN", StatusCode::FORBIDDEN),
+        ("NOT_FOUND", StatusCode::NOT_FOUND),
+        ("CONFLICT", StatusCode::CONFLICT),
+        ("INTERNAL_SERVER_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
+        ("BAD_GATEWAY", StatusCode::BAD_GATEWAY),
+    ];
+
+    type Codes = BTreeSet<(u16, String)>;
+
+    fn doc() -> Value {
+        serde_json::from_str(DOC).expect("runner-service.v1.openapi.json is JSON")
+    }
+
+    /// This file without its tests.
+    fn code() -> &'static str {
+        let end = SOURCE.find("\n#[cfg(test)]\nmod tests").expect("the tests module");
+        &SOURCE[..end]
+    }
+
+    /// The text of `fn <name>` through its closing brace (rustfmt's layout: the brace is at
+    /// the indentation of the `fn` line).
+    fn body(name: &str) -> &'static str {
+        let code = code();
+        let start = [format!("fn {name}("), format!("fn {name}<")]
+            .iter()
+            .find_map(|p| code.find(p.as_str()))
+            .unwrap_or_else(|| panic!("no fn {name} in service.rs"));
+        let line = code[..start].rfind('\n').map_or(0, |i| i + 1);
+        let indent: String = code[line..].chars().take_while(|c| *c == ' ').collect();
+        let end = code[start..].find(&format!("\n{indent}}}\n")).unwrap_or_else(|| panic!("the end of fn {name}"));
+        &code[start..start + end]
+    }
+
+    /// `(status, code)` of every `StatusCode::<X>, "<code>"` in `text`: the `ApiError`s built there.
+    fn codes_in(text: &str) -> Codes {
+        let mut out = Codes::new();
+        for (i, _) in text.match_indices("StatusCode::") {
+            let rest = &text[i + "StatusCode::".len()..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            let Some(after) = rest[name.len()..].trim_start().strip_prefix(',') else { continue };
+            let Some(after) = after.trim_start().strip_prefix('"') else { continue };
+            let code = &after[..after.find('"').expect("a closing quote")];
+            let status = STATUSES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("StatusCode::{name}: add it to STATUSES"))
+                .1;
+            out.insert((status.as_u16(), code.to_string()));
+        }
+        out
+    }
+
+    /// (method, path, handler) of each route in [`Service::router`]'s text; the handler is
+    /// `None` for a closure.
+    fn source_routes() -> Vec<(String, String, Option<String>)> {
+        let router = body("router");
+        for unknown in [".nest(", ".merge(", ".fallback(", ".route_service(", ".nest_service("] {
+            assert!(!router.contains(unknown), "Service::router uses {unknown}: document it and teach this test");
+        }
+        let lines: Vec<&str> = router.lines().map(str::trim_start).filter(|l| l.starts_with(".route(")).collect();
+        assert_eq!(lines.len(), router.matches(".route(").count(), "one `.route(` per line, please");
+        let mut out = Vec::new();
+        for line in lines {
+            let rest = line.strip_prefix(".route(\"").expect("a literal path");
+            let (path, rest) = rest.split_once('"').expect("a closing quote");
+            for m in METHODS {
+                for (i, _) in rest.match_indices(&format!("{m}(")) {
+                    if !matches!(rest[..i].chars().last(), Some(' ' | '.')) {
+                        continue;
+                    }
+                    let args = &rest[i + m.len() + 1..];
+                    let name: String = args.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let handler = (!name.is_empty() && args[name.len()..].starts_with(')')).then_some(name);
+                    out.push((m.to_string(), path.to_string(), handler));
+                }
+            }
+        }
+        out
+    }
+
+    fn routes() -> BTreeSet<(String, String)> {
+        let set: BTreeSet<_> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        assert_eq!(set.len(), ROUTES.len(), "ROUTES has duplicates");
+        set
+    }
+
+    /// Follows `$ref`s (local ones) to what they name.
+    fn deref<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r}: only local references"));
+                deref(doc, doc.pointer(pointer).unwrap_or_else(|| panic!("{r} does not resolve")))
+            }
+            None => v,
+        }
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                if METHODS.contains(&method.as_str()) {
+                    out.push((method.clone(), path.clone(), op));
+                }
+            }
+        }
+        out
+    }
+
+    fn operation<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{} {path} is not documented", method.to_uppercase());
+        op
+    }
+
+    /// The `(status, code)`s an operation documents: the keys of its error responses' examples.
+    fn documented_errors(doc: &Value, op: &Value) -> Codes {
+        let mut out = Codes::new();
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            let status: u16 = status.parse().unwrap_or_else(|_| panic!("status {status}"));
+            if status >= 400 {
+                let media = &deref(doc, response)["content"]["application/json"];
+                for code in media["examples"].as_object().expect("an example per error code").keys() {
+                    out.insert((status, code.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The problems of `value` against `schema`, a schema of the document (its `$ref`s
+    /// resolve in the document, which OpenAPI 3.1 lets serve as a 2020-12 schema root).
+    fn problems(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
+        let mut root = doc.clone();
+        root["$defs"] = json!({ "under_test": schema });
+        root["$ref"] = json!("#/$defs/under_test");
+        let validator = jsonschema::draft202012::new(&root).unwrap_or_else(|e| panic!("{schema}: {e}"));
+        validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path().as_str())).collect()
+    }
+
+    fn assert_valid(doc: &Value, schema: &Value, value: &Value, what: &str) {
+        let problems = problems(doc, schema, value);
+        assert!(problems.is_empty(), "{what} does not match its schema: {problems:?}\n{value:#}");
+    }
+
+    #[test]
+    fn routes_are_those_of_the_router_source() {
+        let code = code();
+        for (_, path) in ROUTES {
+            assert!(code.contains(&format!(".route(\"{path}\"")), "{path} is not routed in Service::router");
+        }
+        let parsed: BTreeSet<_> = source_routes().into_iter().map(|(m, p, _)| (m, p)).collect();
+        assert_eq!(routes(), parsed, "ROUTES is not what Service::router routes");
+    }
+
+    /// A service with an empty data directory. Nothing asked of it here reaches a registry.
+    fn router(dir: &std::path::Path) -> Router {
+        let config = RunnerConfig::new(dir, Policy::default(), Trust::default());
+        Service::new(Runner::new(config).expect("runner"), Supervision::default()).router()
+    }
+
+    /// Sends one request; answers the status, the Content-Type and the body.
+    async fn call(router: &Router, method: &str, path: &str, body: &str) -> (u16, String, String) {
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(path)
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, content_type, String::from_utf8(bytes.to_vec()).expect("UTF-8"))
+    }
+
+    /// Checks an answer against what the document says `method path` answers with `status`.
+    fn assert_documented(doc: &Value, method: &str, path: &str, answer: &(u16, String, String)) {
+        let (status, content_type, body) = answer;
+        let what = format!("{} {path} answering {status}", method.to_uppercase());
+        let response = deref(doc, &operation(doc, method, path)["responses"][status.to_string()]);
+        assert!(response.is_object(), "{what} is not documented: {body}");
+        if content_type.is_empty() {
+            assert!(response.get("content").is_none(), "{what}: documented with a body, answered none");
+            return;
+        }
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        let media = &response["content"][media_type];
+        assert!(media.is_object(), "{what}: {media_type} is not documented");
+        let value = if media_type == "application/json" {
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"))
+        } else {
+            Value::String(body.clone())
+        };
+        assert_valid(doc, &media["schema"], &value, &what);
+        if *status >= 400 {
+            let code = value["error"]["code"].as_str().expect("an error code");
+            assert!(media["examples"].get(code).is_some(), "{what}: code {code} is not documented");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_router_answers_the_routes_and_only_them_as_documented() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let router = router(dir.path());
+        let doc = doc();
+        let routes = routes();
+        let paths: BTreeSet<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
+        for path in paths {
+            let uri = path.replace("{name}", "nope").replace("{entrypoint}", "ep");
+            for method in ["get", "put", "post", "delete", "patch"] {
+                // Not JSON: the handlers that read a body refuse it, the others answer as usual.
+                let answer = call(&router, method, &uri, "{").await;
+                if routes.contains(&(method.to_string(), path.to_string())) {
+                    assert_ne!(answer.0, 405, "{method} {uri}: routed in ROUTES, but the router refuses the method");
+                    assert!(!answer.2.is_empty(), "{method} {uri}: no answer of a handler: {answer:?}");
+                    assert_documented(&doc, method, path, &answer);
+                } else {
+                    assert_eq!(answer.0, 405, "{method} {uri}: the router has a route that ROUTES lacks: {answer:?}");
+                }
+            }
+        }
+        assert_eq!(call(&router, "get", "/v1/nothing", "").await.0, 404);
+
+        let named = "/v1/plugins/{name}";
+        for (method, path, uri, body, status, code) in [
+            ("get", "/v1/health", "/v1/health", "", 200, None),
+            ("get", "/v1/plugins", "/v1/plugins", "", 200, None),
+            ("put", named, "/v1/plugins/Probe", r#"{"reference": "x"}"#, 400, Some("invalid_name")),
+            ("put", named, "/v1/plugins/probe", r#"{"reference": "x", "tag": "1"}"#, 400, Some("invalid_request")),
+            ("put", named, "/v1/plugins/probe", r#"{"reference": "127.0.0.1:1/a/b:1.0"}"#, 400, Some("not_pinned")),
+            ("get", named, "/v1/plugins/probe", "", 404, Some("not_found")),
+            ("delete", named, "/v1/plugins/probe", "", 404, Some("not_found")),
+            (
+                "post",
+                "/v1/plugins/{name}/upgrade",
+                "/v1/plugins/probe/upgrade",
+                r#"{"reference": "127.0.0.1:1/a/b@sha256:00"}"#,
+                404,
+                Some("not_found"),
+            ),
+            (
+                "post",
+                "/v1/plugins/{name}/invoke/{entrypoint}",
+                "/v1/plugins/probe/invoke/ep",
+                "",
+                404,
+                Some("not_found"),
+            ),
+        ] {
+            let answer = call(&router, method, uri, body).await;
+            assert_eq!(answer.0, status, "{method} {uri}: {answer:?}");
+            if let Some(code) = code {
+                let value: Value = serde_json::from_str(&answer.2).expect("JSON");
+                assert_eq!(value["error"]["code"], code, "{method} {uri}");
+            }
+            assert_documented(&doc, method, path, &answer);
+        }
+        // A failed first install leaves no slot behind.
+        assert_eq!(call(&router, "get", "/v1/plugins", "").await.2, r#"{"plugins":[]}"#);
+    }
+
+    #[test]
+    fn the_document_has_every_route_and_no_other() {
+        let doc = doc();
+        let version = doc["openapi"].as_str().expect("openapi");
+        assert!(version.starts_with("3.1."), "openapi {version}: 3.1.x expected");
+        let documented: BTreeSet<_> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
+        assert_eq!(documented, routes(), "the document's operations are not the router's routes");
+        // Every path parameter is declared, on the path item or the operation.
+        for (method, path, op) in operations(&doc) {
+            let declared: BTreeSet<String> = [&doc["paths"][&path]["parameters"], &op["parameters"]]
+                .into_iter()
+                .filter_map(Value::as_array)
+                .flatten()
+                .map(|p| deref(&doc, p))
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().expect("a parameter name").to_string())
+                .collect();
+            let in_path: BTreeSet<String> =
+                path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).map(String::from).collect();
+            assert_eq!(declared, in_path, "{method} {path}: path parameters");
+        }
+    }
+
+    #[test]
+    fn every_operation_is_complete_and_errors_share_one_schema() {
+        let doc = doc();
+        let error_body = &doc["components"]["schemas"]["ErrorBody"];
+        assert_eq!(error_body["properties"]["error"]["$ref"], "#/components/schemas/Error");
+        let codes: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut ids = BTreeSet::new();
+        for (method, path, op) in operations(&doc) {
+            let what = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"].as_str().filter(|s| !s.is_empty());
+            assert!(ids.insert(id.unwrap_or_else(|| panic!("{what}: no operationId"))), "{what}: operationId reused");
+            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{what}: no responses"));
+            assert!(responses.keys().any(|s| s.starts_with('2')), "{what}: no 2xx response");
+            for (status, response) in responses {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                let response = deref(&doc, response);
+                let content = response["content"].as_object().expect("content");
+                assert_eq!(content.keys().collect::<Vec<_>>(), ["application/json"], "{what} {status}");
+                let media = &content["application/json"];
+                assert_eq!(media["schema"]["$ref"], "#/components/schemas/ErrorBody", "{what} {status}");
+                let examples = media["examples"].as_object().unwrap_or_else(|| panic!("{what} {status}: examples"));
+                assert!(!examples.is_empty(), "{what} {status}: an example per code");
+                for (code, example) in examples {
+                    assert_eq!(example["value"]["error"]["code"], code.as_str(), "{what} {status}: example {code}");
+                    assert!(codes.contains(code.as_str()), "{what} {status}: {code} is not an ErrorCode");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_operation_documents_what_its_handler_answers() {
+        let doc = doc();
+        let from_run_error = codes_in(body("from"));
+        let helper_codes: Vec<(&str, Codes)> = HELPERS.iter().map(|h| (*h, codes_in(body(h)))).collect();
+        let mut reachable = Codes::new();
+        for (method, path, handler) in source_routes() {
+            let what = format!("{} {path}", method.to_uppercase());
+            let op = operation(&doc, &method, &path);
+            let responses = op["responses"].as_object().expect("responses");
+            let success: Vec<&String> = responses.keys().filter(|s| s.starts_with('2')).collect();
+            let Some(handler) = handler else {
+                // The health closure.
+                assert_eq!(success, ["200"], "{what}");
+                assert!(documented_errors(&doc, op).is_empty(), "{what}: answers no errors");
+                continue;
+            };
+            let f = body(&handler);
+            let mut expected = codes_in(f);
+            for (helper, codes) in &helper_codes {
+                if f.contains(&format!("{helper}(")) {
+                    expected.extend(codes.iter().cloned());
+                }
+            }
+            for (call, codes) in RUNNER_CALLS {
+                if f.contains(call) {
+                    for code in *codes {
+                        let entry = from_run_error.iter().find(|(_, c)| c == code);
+                        expected.insert(entry.unwrap_or_else(|| panic!("From<RunError> has no {code}")).clone());
+                    }
+                }
+            }
+            assert_eq!(documented_errors(&doc, op), expected, "{what} ({handler}): documented error codes");
+            reachable.extend(expected);
+
+            let status = if f.contains("StatusCode::CREATED") {
+                "201"
+            } else if f.contains("StatusCode::NO_CONTENT") {
+                "204"
+            } else {
+                "200"
+            };
+            assert_eq!(success, [status], "{what} ({handler}): success status");
+            let signature = &f[..f.find(" {\n").expect("a body")];
+            let returns = signature.rsplit_once("-> ").map_or("", |(_, r)| r);
+            let media: Vec<&String> =
+                responses[status]["content"].as_object().map(|c| c.keys().collect()).unwrap_or_default();
+            let expected_media: &[&str] = if returns.contains("Json<") {
+                &["application/json"]
+            } else if returns.contains("String") {
+                &["text/plain"]
+            } else {
+                &[]
+            };
+            assert_eq!(media, expected_media, "{what} ({handler}): success media type");
+
+            let request = &op["requestBody"];
+            if f.contains("body: axum::body::Bytes") {
+                assert_eq!(request["required"], !f.contains("body.is_empty()"), "{what}: requestBody.required");
+                let (_, schema) = BODIES.iter().find(|(t, _)| f.contains(t)).expect("a body type in BODIES");
+                let documented = &request["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(documented, &format!("#/components/schemas/{schema}"), "{what}: request schema");
+            } else {
+                assert!(request.is_null(), "{what}: documents a request body its handler does not read");
+            }
+        }
+        // Every error written in this file can be answered, and ErrorCode lists exactly those.
+        let written = codes_in(code());
+        assert_eq!(reachable, written, "codes built in service.rs that no route answers (a new helper?)");
+        let enumerated: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(enumerated, written.iter().map(|(_, c)| c.as_str()).collect(), "ErrorCode");
+    }
+
+    fn parses<T: for<'de> Deserialize<'de>>(value: &Value) -> bool {
+        parse_body::<T>(value.to_string().as_bytes()).is_ok()
+    }
+
+    fn request_schema_is<T: for<'de> Deserialize<'de>>(doc: &Value, name: &str) {
+        let schema = &doc["components"]["schemas"][name];
+        let properties = schema["properties"].as_object().expect("properties");
+        let required: Vec<&str> =
+            schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let object =
+            |keys: &mut dyn Iterator<Item = &str>| Value::Object(keys.map(|k| (k.into(), json!("x"))).collect());
+        assert!(parses::<T>(&object(&mut properties.keys().map(String::as_str))), "{name}: a property is no field");
+        assert!(parses::<T>(&object(&mut required.iter().copied())), "{name}: a field is required but not listed");
+        for missing in &required {
+            let rest = object(&mut required.iter().copied().filter(|k| k != missing));
+            assert!(!parses::<T>(&rest), "{name}: {missing} is listed as required but is not");
+        }
+        assert_eq!(schema["additionalProperties"], false, "{name}: unknown fields are refused");
+        let mut extra = object(&mut properties.keys().map(String::as_str));
+        extra["unknown_field"] = json!(1);
+        assert!(!parses::<T>(&extra), "{name}: unknown fields are refused");
+    }
+
+    #[test]
+    fn request_schemas_are_the_body_types() {
+        let doc = doc();
+        request_schema_is::<ReferenceBody>(&doc, "ReferenceRequest");
+        request_schema_is::<InvokeBody>(&doc, "InvokeRequest");
+        assert_eq!(BODIES.len(), 2, "check each of BODIES above");
+    }
+
+    fn installed() -> Installed {
+        let manifest: crate::plugin::PluginManifest =
+            serde_json::from_str(include_str!("../../schemas/examples/plugin-manifest/valid/minimal.json"))
+                .expect("manifest");
+        let image = Digest::sha256(b"image");
+        let descriptor =
+            |d: &Digest| Descriptor::new("application/vnd.oci.image.manifest.v1+json".into(), 2, d.to_oci());
+        let part = |aspect, verdict, reason: &str| Part { aspect, verdict, reason: reason.to_string() };
+        Installed {
+            resolved: Resolved {
+                reference: ImageReference::parse(&format!("127.0.0.1:5000/aisopsflow/json-transform@{image}"))
+                    .expect("reference"),
+                image: descriptor(&image),
+                manifest,
+                manifest_artifact: descriptor(&Digest::sha256(b"manifest")),
+                signatures: SignatureState { image: true, manifest: false },
+                signature_problems: vec!["plugin manifest artifact: unsigned".into()],
+                lifecycle: None,
+                report: Some(ReportSummary {
+                    verifier: "berth-verifier".into(),
+                    state: "verified".into(),
+                    time: "2025-06-01T12:00:00Z".into(),
+                    signed_by: "verifier-2025".into(),
+                }),
+                ignored: vec!["lifecycle status: ignored, not signed by a trusted key".into()],
+            },
+            decision: Decision {
+                allowed: true,
+                parts: vec![
+                    part("reference", Verdict::Allow, "pinned"),
+                    part("signatures", Verdict::Warn, "manifest unsigned"),
+                    part("lifecycle", Verdict::Refuse, "(never in an install; here for the verdict's spelling)"),
+                ],
+                limits: Limits { cpu_millicores: 250, memory_mib: 64, pids: 32 },
+                egress: vec!["api.example.com".into()],
+                secrets: vec!["runner_api_key".into()],
+            },
+            rootfs: "/nonexistent".into(),
+            image_config: json!({}),
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn the_status_json_matches_the_schema() {
+        let doc = doc();
+        let schema = json!({"$ref": "#/components/schemas/Status"});
+        let exit = Exit { code: None, signal: Some(9), oom_killed: true, message: "killed: out of memory".into() };
+        let slots = [
+            ("stopped", Slot::default()),
+            ("stopped", Slot { installed: Some(installed()), ..Slot::default() }),
+            (
+                "restarting",
+                Slot {
+                    installed: Some(installed()),
+                    wanted: true,
+                    restarts: 2,
+                    last_exit: Some(exit.clone()),
+                    last_error: Some("runc: create failed".into()),
+                    ..Slot::default()
+                },
+            ),
+            (
+                "failed",
+                Slot {
+                    installed: Some(installed()),
+                    restarts: 5,
+                    last_exit: Some(Exit { code: Some(1), signal: None, oom_killed: false, message: "exited".into() }),
+                    last_error: Some("gave up after 5 restarts".into()),
+                    ..Slot::default()
+                },
+            ),
+        ];
+        for (state, slot) in &slots {
+            let status = describe("probe", slot);
+            assert_eq!(status["state"], *state);
+            assert_valid(&doc, &schema, &status, &format!("describe() of a {state} slot"));
+        }
+        // The states describe() can say are the schema's.
+        let said: BTreeSet<&str> =
+            body("describe").split("=> \"").skip(1).map(|s| &s[..s.find('"').expect("a quote")]).collect();
+        let listed: BTreeSet<&str> = doc["components"]["schemas"]["State"]["enum"]
+            .as_array()
+            .expect("State")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(said, listed, "State");
+    }
+
+    #[tokio::test]
+    async fn the_error_envelope_matches_the_schema() {
+        let doc = doc();
+        let response =
+            ApiError(StatusCode::CONFLICT, "upgrading", "probe is already being upgraded".into()).into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        let value: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_valid(&doc, &json!({"$ref": "#/components/schemas/ErrorBody"}), &value, "an ApiError");
+    }
+
+    #[test]
+    fn the_slot_name_pattern_is_valid_name() {
+        let doc = doc();
+        let schema = &doc["components"]["parameters"]["SlotName"]["schema"];
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        for name in ["probe", "a", "0-x", "a-", long.as_str(), "", "-a", "Probe", "a_b", "a/b", "é", too_long.as_str()]
+        {
+            let by_schema = problems(&doc, schema, &json!(name)).is_empty();
+            assert_eq!(by_schema, valid_name(name).is_ok(), "slot name {name:?}");
+        }
+    }
+
+    #[test]
+    fn every_example_matches_its_schema() {
+        fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+            match v {
+                Value::Object(m) => {
+                    if m.contains_key("schema") && (m.contains_key("example") || m.contains_key("examples")) {
+                        out.push(v);
+                    }
+                    m.values().for_each(|v| walk(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let doc = doc();
+        let mut media = Vec::new();
+        walk(&doc, &mut media);
+        let mut checked = 0;
+        for m in media {
+            let examples = m["examples"].as_object().into_iter().flatten().map(|(k, e)| (k.as_str(), &e["value"]));
+            for (name, value) in m.get("example").map(|e| ("example", e)).into_iter().chain(examples) {
+                assert_valid(&doc, &m["schema"], value, &format!("example {name} of {}", m["schema"]));
+                checked += 1;
+            }
+        }
+        for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+            for value in schema["examples"].as_array().into_iter().flatten() {
+                assert_valid(&doc, &json!({"$ref": format!("#/components/schemas/{name}")}), value, name);
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "only {checked} examples");
     }
 }

@@ -20,3 +20,5 @@ mod python_plugin;
 mod remote;
 mod runc;
 mod runner;
+mod verify;
+mod verify_serve;
