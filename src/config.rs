@@ -97,6 +97,35 @@ pub struct Config {
     pub auth: AuthConfig,
     pub notifications: NotificationsConfig,
     pub verification: VerificationConfig,
+    pub catalog: CatalogConfig,
+}
+
+/// The catalog in `serve` (see `crate::catalog`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Keep a search index of the plugins in this registry and serve the catalog API.
+    pub enabled: bool,
+    /// The index directory (derived data). Default: `<data_dir>/index`.
+    pub index_dir: Option<PathBuf>,
+    /// Publishers whose plugins are official (first-party).
+    pub first_party: Vec<String>,
+    /// Catalog root public keys (PEM files): lifecycle status signed by them counts.
+    pub root_keys: Vec<PathBuf>,
+    /// Verifier public keys (PEM files) besides this server's own verifier key.
+    pub verifier_keys: Vec<PathBuf>,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            enabled: true,
+            index_dir: None,
+            first_party: vec!["aisopsflow".to_string()],
+            root_keys: Vec::new(),
+            verifier_keys: Vec::new(),
+        }
+    }
 }
 
 /// The verification pipeline in `serve` (see `crate::verify`).

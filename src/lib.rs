@@ -9,6 +9,7 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod conformance;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 pub mod audit;
 pub mod bench_copy;
+pub mod bench_search;
+pub mod catalog;
 pub mod conformance;
 pub mod policy;
 pub mod publisher;
@@ -79,6 +81,15 @@ pub enum Command {
     /// The local OSV vulnerability database the verification scans against.
     #[command(subcommand)]
     Vulndb(vulndb::VulndbCommand),
+    /// Search the catalog.
+    Search(catalog::SearchArgs),
+    /// One plugin's catalog page: versions, verification, lifecycle, install snippet.
+    Info(catalog::InfoArgs),
+    /// The catalog's search index.
+    #[command(subcommand)]
+    Index(catalog::IndexCommand),
+    /// Measure catalog search latency over synthetic plugin versions.
+    BenchSearch(bench_search::BenchSearchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +252,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::BenchStart(a) => runner::bench_start(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Vulndb(c) => vulndb::run(c),
+        Command::Search(a) => catalog::search(a).await,
+        Command::Info(a) => catalog::info(a).await,
+        Command::Index(c) => catalog::index(c).await,
+        Command::BenchSearch(a) => bench_search::run(a),
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

@@ -25,6 +25,8 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error(transparent)]
     Verification(#[from] crate::verify::worker::WorkerError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::service::CatalogError),
 }
 
 /// Reads the token signing key, creating a random one (mode 0600) on first start.
@@ -103,10 +105,29 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
     println!("berth registry listening on http://{local} (data in {})", config.server.data_dir.display());
     let mut app = router(Arc::clone(&registry));
     let mut tasks = Vec::new();
+    let mut verifier_key = None;
     if config.verification.enabled {
         let v = crate::verify::worker::Verification::open(config, Arc::clone(&registry), local)?;
+        verifier_key = Some(v.public_key());
         tasks = v.spawn();
         app = app.merge(v.routes());
+    }
+    if config.catalog.enabled {
+        let catalog = crate::catalog::service::open(config, &registry, local, verifier_key)?;
+        tasks.extend(catalog.spawn(&registry));
+        if catalog.index.needs_rebuild() {
+            let (c, store) = (Arc::clone(&catalog), Arc::clone(&registry.store));
+            // On a blocking thread driving the future itself: the walk's futures are not
+            // `'static` enough for `tokio::spawn`, and a rebuild is a batch job anyway.
+            let handle = tokio::runtime::Handle::current();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                match handle.block_on(c.rebuild(&crate::catalog::harvest::Source::Embedded(store))) {
+                    Ok(r) => tracing::info!(versions = r.versions, seconds = r.seconds, "catalog index built"),
+                    Err(e) => tracing::error!("catalog index build: {e}"),
+                }
+            }));
+        }
+        app = app.merge(catalog.routes());
     }
     let result = serve_app(listener, app, shutdown_signal()).await;
     for t in tasks {

@@ -199,6 +199,11 @@ impl Verification {
         ]
     }
 
+    /// The verifier's public key (what report readers trust).
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key().clone()
+    }
+
     /// Queues a run for `digest` (coalesced with one already queued) and wakes the loop.
     pub fn enqueue(&self, digest: &str, reference: &str, reason: &str) -> Result<Job, WorkerError> {
         let job = self.queue.enqueue(digest, reference, reason)?;

@@ -6,6 +6,8 @@ mod common;
 mod api;
 mod audit;
 mod auth;
+mod catalog;
+mod catalog_serve;
 mod concurrency;
 mod conformance;
 mod copy;

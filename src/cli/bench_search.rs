@@ -1,0 +1,734 @@
+//! `berth bench-search`: indexing throughput and search latency of the catalog index over
+//! synthetic plugin versions. The versions are generated deterministically (a seeded PRNG:
+//! N/5 plugins × 5 versions, words from a small vocabulary, categories, capabilities and
+//! publishers from small sets, 20–80 SBOM components each out of ~2,000 crate-like names,
+//! the common ones far more frequent, as in real dependency graphs), indexed in a shuffled
+//! order (so versions of one plugin land in different segments), and then a mix of queries
+//! is timed one at a time: single words, two words, typos, prefixes, dependency names and
+//! empty-text browsing, a third of them with filters, nearly all with `latest_only`.
+//! Nothing is timed while generating.
+
+use crate::catalog::PluginVersion;
+use crate::catalog::index::{CatalogIndex, SearchQuery};
+use anyhow::Result;
+use clap::Args;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct BenchSearchArgs {
+    /// Plugin versions to index.
+    #[arg(long, default_value_t = 100_000)]
+    pub versions: usize,
+    /// Queries to time (after as many untimed warm-up queries, at most 200).
+    #[arg(long, default_value_t = 2000)]
+    pub queries: usize,
+    /// Index directory (default: in memory). Its index is cleared first.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Run the queries this many times and also report, per query, the fastest run: an
+    /// estimate of the latency on an idle machine when other work competes for the cores.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+}
+
+pub fn run(a: BenchSearchArgs) -> Result<i32> {
+    let index = match &a.dir {
+        Some(dir) => CatalogIndex::open(dir)?,
+        None => CatalogIndex::in_memory()?,
+    };
+    let report = bench(&index, a.versions, a.queries, a.rounds)?;
+    write!(std::io::stdout().lock(), "{report}")?;
+    Ok(0)
+}
+
+/// Generates, indexes (after clearing `index`) and times the query mix, `rounds` times.
+pub fn bench(index: &CatalogIndex, versions: usize, queries: usize, rounds: usize) -> Result<BenchReport> {
+    let docs = synthetic_versions(versions, 0x0BE7_5EA2);
+    let mix = query_mix(&docs, queries + queries.min(200), 0x005E_A2C4);
+
+    let start = Instant::now();
+    index.clear()?;
+    for v in &docs {
+        index.upsert(v)?;
+    }
+    index.commit()?;
+    let indexing = start.elapsed();
+    // A server does not keep in memory the documents it indexed; neither does the benchmark.
+    let versions = docs.len();
+    drop(docs);
+
+    let (warm_up, timed) = mix.split_at(queries.min(200));
+    for (_, q) in warm_up {
+        index.search(q)?;
+    }
+    let mut by_kind: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
+    let mut all = Vec::with_capacity(timed.len());
+    let mut cpu = Vec::with_capacity(timed.len());
+    let mut best = vec![Duration::MAX; timed.len()];
+    let (mut matched, mut empty) = (0u64, 0usize);
+    for round in 0..rounds.max(1) {
+        for (i, (kind, q)) in timed.iter().enumerate() {
+            let (start, start_cpu) = (Instant::now(), thread_cpu_time());
+            let r = index.search(q)?;
+            let took = start.elapsed();
+            best[i] = best[i].min(took);
+            if round == 0 {
+                cpu.push(thread_cpu_time().saturating_sub(start_cpu));
+                matched += r.total;
+                empty += usize::from(r.hits.is_empty());
+                all.push(took);
+                by_kind.entry(kind.name()).or_default().push(took);
+            }
+        }
+    }
+    Ok(BenchReport {
+        versions,
+        indexed: index.len()?,
+        indexing,
+        queries: timed.len(),
+        mean_total: matched as f64 / timed.len().max(1) as f64,
+        empty,
+        all: Latency::of(all),
+        cpu: Latency::of(cpu),
+        rounds: rounds.max(1),
+        best: Latency::of(best),
+        by_kind: by_kind.into_iter().map(|(k, v)| (k, Latency::of(v))).collect(),
+    })
+}
+
+pub struct BenchReport {
+    pub versions: usize,
+    pub indexed: u64,
+    pub indexing: Duration,
+    pub queries: usize,
+    /// Mean `total` of the results.
+    pub mean_total: f64,
+    /// Queries without hits.
+    pub empty: usize,
+    pub all: Latency,
+    /// CPU time of the searching thread: closer to the latency on an idle machine when
+    /// other processes compete for the cores (they inflate `all` more than this).
+    pub cpu: Latency,
+    pub rounds: usize,
+    /// Per query, the fastest of `rounds` runs.
+    pub best: Latency,
+    pub by_kind: Vec<(&'static str, Latency)>,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "indexed {} plugin versions ({} committed) in {:.2} s: {:.0} docs/s",
+            self.versions,
+            self.indexed,
+            self.indexing.as_secs_f64(),
+            self.versions as f64 / self.indexing.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "{} queries (mean total {:.0}, {} without hits), wall: {}",
+            self.queries, self.mean_total, self.empty, self.all
+        )?;
+        writeln!(f, "  {:<11} {}", "(cpu time)", self.cpu)?;
+        if self.rounds > 1 {
+            writeln!(f, "  {:<11} {}", format!("(best of {})", self.rounds), self.best)?;
+        }
+        writeln!(f, "  by kind (wall):")?;
+        for (kind, l) in &self.by_kind {
+            writeln!(f, "  {kind:<11} {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Latency percentiles of some queries.
+pub struct Latency {
+    pub count: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Latency {
+    fn of(mut d: Vec<Duration>) -> Latency {
+        d.sort();
+        let at = |p: f64| d.get(((d.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
+        Latency { count: d.len(), p50: at(0.50), p90: at(0.90), p99: at(0.99), max: at(1.0) }
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "n={:<5} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+            self.count,
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+/// CPU time consumed by the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec for the call to write into.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// SplitMix64: small, seeded, the same on every platform and crate version.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.unit() * n as f64) as usize % n.max(1)
+    }
+
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// Up to `n` distinct items.
+    fn some<T: Clone + PartialEq>(&mut self, items: &[T], n: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n * 3 {
+            if out.len() == n {
+                break;
+            }
+            let x = self.pick(items);
+            if !out.contains(x) {
+                out.push(x.clone());
+            }
+        }
+        out
+    }
+}
+
+const WORDS: &[&str] = &[
+    "json",
+    "transform",
+    "http",
+    "probe",
+    "metrics",
+    "exporter",
+    "kafka",
+    "slack",
+    "notify",
+    "webhook",
+    "postgres",
+    "redis",
+    "cache",
+    "oauth",
+    "token",
+    "csv",
+    "parser",
+    "filter",
+    "router",
+    "ratelimit",
+    "logging",
+    "tracing",
+    "audit",
+    "bucket",
+    "sync",
+    "backup",
+    "image",
+    "resize",
+    "pdf",
+    "render",
+    "mail",
+    "smtp",
+    "queue",
+    "retry",
+    "scheduler",
+    "dns",
+    "certificate",
+    "scanner",
+    "secrets",
+    "vault",
+    "git",
+    "deploy",
+    "helm",
+    "kubernetes",
+    "inventory",
+    "ticket",
+    "jira",
+    "github",
+    "gitlab",
+    "prometheus",
+    "grafana",
+    "alert",
+    "incident",
+    "pager",
+    "translate",
+    "search",
+    "index",
+    "graph",
+    "schema",
+    "validate",
+    "convert",
+    "compress",
+    "archive",
+    "encrypt",
+    "signature",
+    "ldap",
+    "directory",
+    "sftp",
+    "storage",
+    "object",
+    "stream",
+    "batch",
+    "workflow",
+    "approval",
+    "billing",
+    "invoice",
+    "currency",
+    "weather",
+    "geocode",
+    "map",
+    "calendar",
+    "reminder",
+    "chat",
+    "teams",
+    "discord",
+    "telegram",
+    "sms",
+    "voice",
+    "ocr",
+    "vision",
+    "embedding",
+    "vector",
+    "summarize",
+    "classify",
+    "anomaly",
+    "forecast",
+    "report",
+    "dashboard",
+    "snapshot",
+    "diff",
+    "patch",
+    "template",
+    "markdown",
+    "xml",
+    "yaml",
+    "toml",
+    "protobuf",
+    "grpc",
+    "graphql",
+    "websocket",
+    "mqtt",
+    "modbus",
+    "opcua",
+    "syslog",
+];
+
+const FILLER: &[&str] = &[
+    "a",
+    "the",
+    "for",
+    "and",
+    "with",
+    "fast",
+    "simple",
+    "reliable",
+    "lightweight",
+    "plugin",
+    "that",
+    "from",
+    "into",
+    "events",
+    "data",
+    "records",
+    "service",
+    "api",
+    "requests",
+    "support",
+    "configurable",
+    "secure",
+    "local",
+];
+
+const CATEGORIES: &[&str] = &[
+    "observability",
+    "security",
+    "data",
+    "messaging",
+    "integration",
+    "devops",
+    "storage",
+    "ai",
+    "finance",
+    "productivity",
+    "networking",
+    "compliance",
+    "iot",
+    "media",
+    "developer-tools",
+    "identity",
+];
+
+const CAPABILITIES: &[&str] = &[
+    "outbound_http",
+    "secrets_read",
+    "kv_store",
+    "filesystem_read",
+    "filesystem_write",
+    "timers",
+    "events_publish",
+    "events_subscribe",
+    "metrics_write",
+    "logs_write",
+];
+
+const CRATE_BASES: &[&str] = &[
+    "serde",
+    "serde_json",
+    "tokio",
+    "hyper",
+    "openssl",
+    "rustls",
+    "ring",
+    "reqwest",
+    "http",
+    "bytes",
+    "futures",
+    "tracing",
+    "log",
+    "anyhow",
+    "thiserror",
+    "clap",
+    "regex",
+    "chrono",
+    "time",
+    "uuid",
+    "rand",
+    "base64",
+    "hex",
+    "sha2",
+    "digest",
+    "url",
+    "percent-encoding",
+    "idna",
+    "libc",
+    "once_cell",
+    "lazy_static",
+    "parking_lot",
+    "smallvec",
+    "itertools",
+    "memchr",
+    "aho-corasick",
+    "indexmap",
+    "hashbrown",
+    "crossbeam",
+    "rayon",
+    "num-traits",
+    "tower",
+    "axum",
+    "mio",
+    "socket2",
+    "h2",
+    "prost",
+    "tonic",
+    "quick-xml",
+    "toml",
+    "serde_yaml",
+    "csv",
+    "flate2",
+    "zstd",
+    "brotli",
+    "lz4",
+    "image",
+    "png",
+    "jpeg-decoder",
+    "encoding_rs",
+    "unicode-normalization",
+    "tempfile",
+    "walkdir",
+    "glob",
+    "dirs",
+    "nom",
+    "pest",
+    "syn",
+    "quote",
+    "proc-macro2",
+    "cfg-if",
+    "bitflags",
+    "getrandom",
+    "zeroize",
+    "subtle",
+    "aes",
+    "chacha20poly1305",
+    "rsa",
+    "ed25519-dalek",
+    "x509-parser",
+    "webpki",
+    "rusqlite",
+    "postgres",
+    "redis",
+    "lapin",
+    "rdkafka",
+    "rumqttc",
+    "tungstenite",
+];
+
+const CRATE_SUFFIXES: &[&str] = &[
+    "core", "derive", "macros", "util", "sys", "impl", "codec", "types", "proto", "rt", "io", "fmt", "json", "compat",
+    "shared", "internal", "build", "test", "cli", "lite", "ext", "traits", "async", "stream",
+];
+
+/// ~2,000 crate-like names, the real ones first (and drawn more often).
+fn crate_names() -> Vec<String> {
+    let mut names: Vec<String> = CRATE_BASES.iter().map(|s| s.to_string()).collect();
+    for suffix in CRATE_SUFFIXES {
+        for base in CRATE_BASES {
+            let sep = if base.contains('_') { '_' } else { '-' };
+            names.push(format!("{base}{sep}{suffix}"));
+        }
+    }
+    names.truncate(2000);
+    names
+}
+
+fn publishers(rng: &mut Rng) -> Vec<String> {
+    const SYLLABLES: &[&str] =
+        &["ac", "me", "lo", "ra", "ki", "to", "nu", "vex", "zen", "ori", "sol", "tek", "dyn", "io", "qua", "bit"];
+    let mut out = vec!["berth".to_string()];
+    let mut seen: HashSet<String> = out.iter().cloned().collect();
+    while out.len() < 300 {
+        let p: String = (0..rng.range(2, 3)).map(|_| *rng.pick(SYLLABLES)).collect();
+        if seen.insert(p.clone()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn title(word: &str) -> String {
+    let mut c = word.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// `count` plugin versions (5 per plugin), deterministic for a seed, in a shuffled order.
+pub fn synthetic_versions(count: usize, seed: u64) -> Vec<PluginVersion> {
+    let mut rng = Rng(seed);
+    let publishers = publishers(&mut rng);
+    let crates = crate_names();
+    let mut repositories = HashSet::new();
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        // The first-party publisher owns ~3% of the plugins.
+        let publisher = if rng.chance(0.03) { &publishers[0] } else { rng.pick(&publishers[1..]) };
+        let words = rng.some(WORDS, 2);
+        let name = words.join("-");
+        let repository = format!("{publisher}/{name}");
+        if !repositories.insert(repository.clone()) {
+            continue;
+        }
+        let display_name = words.iter().map(|w| title(w)).collect::<Vec<_>>().join(" ");
+        let n = rng.range(1, 3);
+        let categories = rng.some(CATEGORIES, n).into_iter().map(str::to_string).collect::<Vec<_>>();
+        let n = rng.range(0, 4);
+        let capabilities = rng.some(CAPABILITIES, n).into_iter().map(str::to_string).collect::<Vec<_>>();
+        let installs_base = rng.unit().powi(4) * 2e6;
+        let (mut major, mut minor, mut patch) = (rng.below(2) as u64, rng.below(5) as u64, 0u64);
+        for _ in 0..5 {
+            if out.len() == count {
+                break;
+            }
+            match rng.below(10) {
+                0 => (major, minor, patch) = (major + 1, 0, 0),
+                1..=4 => (minor, patch) = (minor + 1, 0),
+                _ => patch += 1,
+            }
+            let version = if rng.chance(0.05) {
+                format!("{major}.{minor}.{patch}-rc.{}", rng.range(1, 3))
+            } else {
+                format!("{major}.{minor}.{patch}")
+            };
+            let description: Vec<&str> = (0..rng.range(10, 25))
+                .map(|i| {
+                    if i < 2 {
+                        words[i]
+                    } else if rng.chance(0.5) {
+                        rng.pick(WORDS)
+                    } else {
+                        rng.pick(FILLER)
+                    }
+                })
+                .collect();
+            let sbom_components: HashSet<String> = (0..rng.range(20, 80))
+                .map(|_| crates[((rng.unit().powi(2)) * crates.len() as f64) as usize % crates.len()].clone())
+                .collect();
+            let mut sbom_components: Vec<String> = sbom_components.into_iter().collect();
+            sbom_components.sort();
+            let digest = format!("sha256:{:016x}{:016x}{:016x}{:016x}", rng.next(), rng.next(), rng.next(), rng.next());
+            let verified = rng.chance(0.45);
+            let lifecycle = match rng.below(100) {
+                0..=84 => "active",
+                85..=91 => "deprecated",
+                92..=94 => "insecure",
+                _ => "removed",
+            };
+            out.push(PluginVersion {
+                repository: repository.clone(),
+                publisher: publisher.clone(),
+                name: name.clone(),
+                display_name: display_name.clone(),
+                description: format!("{}.", title(&description.join(" "))),
+                version,
+                reference: format!("registry.example/{repository}@{digest}"),
+                digest,
+                categories: categories.clone(),
+                capabilities: capabilities.clone(),
+                outbound_hosts: vec![format!("api.{}.example", words[0])],
+                runner_api: rng.pick(&["1.0", "1.0", "1.0", "1.1", "^1.0"]).to_string(),
+                min_core: rng.chance(0.5).then(|| format!("1.{}.0", rng.below(8))),
+                min_runner: None,
+                sbom_components,
+                signed: rng.chance(0.9),
+                verified,
+                verification: if verified { "verified" } else { "none" }.to_string(),
+                verified_at: verified.then(|| "2025-06-01T00:00:00Z".to_string()),
+                failed_checks: Vec::new(),
+                vulnerabilities: [0, 0, rng.below(3) as u64, rng.below(5) as u64, 0],
+                lifecycle: lifecycle.to_string(),
+                replacement: None,
+                official: publisher == "berth",
+                installs: (installs_base * (0.5 + rng.unit())) as u64,
+                created: Some(format!("2025-{:02}-{:02}T12:00:00Z", rng.range(1, 12), rng.range(1, 28))),
+            });
+        }
+    }
+    // Fisher–Yates: versions of one plugin end up far apart, in different segments.
+    for i in (1..out.len()).rev() {
+        let j = rng.below(i + 1);
+        out.swap(i, j);
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum QueryKind {
+    Word,
+    TwoWords,
+    Typo,
+    Prefix,
+    Dependency,
+    Browse,
+}
+
+impl QueryKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            QueryKind::Word => "word",
+            QueryKind::TwoWords => "two-words",
+            QueryKind::Typo => "typo",
+            QueryKind::Prefix => "prefix",
+            QueryKind::Dependency => "dependency",
+            QueryKind::Browse => "browse",
+        }
+    }
+}
+
+/// One edit (deletion, substitution or transposition) inside `word`.
+fn typo(rng: &mut Rng, word: &str) -> String {
+    let mut c: Vec<char> = word.chars().collect();
+    let i = rng.range(1, c.len() - 2);
+    match rng.below(3) {
+        0 => {
+            c.remove(i);
+        }
+        1 => c[i] = if c[i] == 'x' { 'q' } else { 'x' },
+        _ => c.swap(i, i + 1),
+    }
+    c.into_iter().collect()
+}
+
+/// `count` queries: the kinds in fixed proportions, a third with filters, 90% latest only.
+pub fn query_mix(versions: &[PluginVersion], count: usize, seed: u64) -> Vec<(QueryKind, SearchQuery)> {
+    let mut rng = Rng(seed);
+    let crates = crate_names();
+    let long: Vec<&str> = WORDS.iter().copied().filter(|w| w.len() >= 5).collect();
+    let publishers: Vec<&str> = versions.iter().take(500).map(|v| v.publisher.as_str()).collect();
+    (0..count)
+        .map(|_| {
+            let (kind, text) = match rng.below(20) {
+                0..=4 => (QueryKind::Word, rng.pick(WORDS).to_string()),
+                5..=7 => (QueryKind::TwoWords, format!("{} {}", rng.pick(WORDS), rng.pick(WORDS))),
+                8..=10 => {
+                    let w = *rng.pick(&long);
+                    (QueryKind::Typo, typo(&mut rng, w))
+                }
+                11..=13 => {
+                    let w = rng.pick(WORDS);
+                    let text = if rng.chance(0.5) {
+                        // `json-tr`: a name typed halfway.
+                        let second = rng.pick(WORDS);
+                        format!("{w}-{}", &second[..second.len().min(rng.range(2, 4))])
+                    } else {
+                        w[..w.len().min(rng.range(2, 5))].to_string()
+                    };
+                    (QueryKind::Prefix, text)
+                }
+                14..=16 => {
+                    // Half the time one of the common dependencies, else any.
+                    let i = if rng.chance(0.5) { rng.below(CRATE_BASES.len()) } else { rng.below(crates.len()) };
+                    (QueryKind::Dependency, crates[i].clone())
+                }
+                _ => (QueryKind::Browse, String::new()),
+            };
+            let mut q = SearchQuery { text, latest_only: rng.chance(0.9), ..SearchQuery::default() };
+            if rng.chance(1.0 / 3.0) {
+                match rng.below(5) {
+                    0 => {
+                        let n = rng.range(1, 2);
+                        q.category = rng.some(CATEGORIES, n).into_iter().map(str::to_string).collect();
+                    }
+                    1 => q.capability = vec![rng.pick(CAPABILITIES).to_string()],
+                    2 => q.verified = Some(true),
+                    3 => q.publisher = vec![rng.pick(&publishers).to_string()],
+                    _ => q.core_version = Some(format!("1.{}.0", rng.below(8))),
+                }
+                if rng.chance(0.3) {
+                    q.verified = Some(true);
+                }
+            }
+            if rng.chance(0.1) {
+                q.offset = 20;
+            }
+            (kind, q)
+        })
+        .collect()
+}

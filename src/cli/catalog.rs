@@ -1,0 +1,257 @@
+//! `berth search`, `berth info` (ask a catalog) and `berth index rebuild` (write the search
+//! index anew from registry data alone).
+
+use crate::catalog::harvest::{HarvestSettings, Source};
+use crate::catalog::index::CatalogIndex;
+use crate::catalog::service::Catalog;
+use crate::content::FsStore;
+use crate::runner::resolve::Trust;
+use crate::sign::{self, PublicKey};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Words to look for (name, description, publisher, categories, capabilities, SBOM components).
+    #[arg(default_value = "")]
+    pub text: String,
+    /// Filters, comma-separated values.
+    #[arg(long)]
+    pub category: Option<String>,
+    #[arg(long)]
+    pub capability: Option<String>,
+    #[arg(long)]
+    pub publisher: Option<String>,
+    #[arg(long)]
+    pub verified: Option<bool>,
+    #[arg(long)]
+    pub lifecycle: Option<String>,
+    /// Only versions compatible with this core version.
+    #[arg(long)]
+    pub core: Option<String>,
+    /// Every version, not only the newest of each plugin.
+    #[arg(long)]
+    pub all_versions: bool,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// The catalog server.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:5000")]
+    pub server: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// The plugin: publisher/name.
+    pub plugin: String,
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:5000")]
+    pub server: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Write the catalog's search index anew from the registry alone.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    /// Read the embedded store in this data directory (the server may be stopped).
+    #[arg(long, conflicts_with = "registry")]
+    pub data_dir: Option<PathBuf>,
+    /// Read any OCI 1.1 registry over HTTP (host[:port]).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// The registry as users reach it, named in install references (default: --registry,
+    /// or 127.0.0.1:5000 with --data-dir).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The index directory to write (default: DATA_DIR/index).
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Publisher public keys trusted for signatures (PEM). Repeatable.
+    #[arg(long = "key")]
+    pub keys: Vec<PathBuf>,
+    /// Verifier public keys (PEM); default: DATA_DIR/verifier.pub when present. Repeatable.
+    #[arg(long = "verifier-key")]
+    pub verifier_keys: Vec<PathBuf>,
+    /// Catalog root public keys (PEM). Repeatable.
+    #[arg(long = "root-key")]
+    pub root_keys: Vec<PathBuf>,
+    /// First-party publishers (official).
+    #[arg(long = "first-party", default_value = "aisopsflow")]
+    pub first_party: Vec<String>,
+    #[command(flatten)]
+    pub remote: super::transfer::RemoteArgs,
+}
+
+fn keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
+    paths
+        .iter()
+        .map(|k| {
+            let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
+            sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))
+        })
+        .collect()
+}
+
+async fn get(url: &str) -> Result<Value> {
+    let resp = reqwest::get(url).await.with_context(|| format!("asking {url}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.with_context(|| format!("{url}: the answer is not JSON"))?;
+    if !status.is_success() {
+        let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+        bail!("{url}: {status}: {message}");
+    }
+    Ok(body)
+}
+
+pub async fn search(a: SearchArgs) -> Result<i32> {
+    let mut url = reqwest::Url::parse(&format!("{}/api/v1/search", a.server.trim_end_matches('/')))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("q", &a.text).append_pair("limit", &a.limit.to_string());
+        for (k, v) in [
+            ("category", &a.category),
+            ("capability", &a.capability),
+            ("publisher", &a.publisher),
+            ("lifecycle", &a.lifecycle),
+            ("core", &a.core),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        if let Some(v) = a.verified {
+            q.append_pair("verified", &v.to_string());
+        }
+        if a.all_versions {
+            q.append_pair("all_versions", "true");
+        }
+    }
+    let body = get(url.as_str()).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(0);
+    }
+    println!("{} result(s)", body["total"]);
+    for h in body["hits"].as_array().into_iter().flatten() {
+        let v = &h["version"];
+        let mut badges = Vec::new();
+        if v["official"] == true {
+            badges.push("official");
+        }
+        if v["verified"] == true {
+            badges.push("verified");
+        }
+        if let Some(l) = v["lifecycle"].as_str().filter(|l| *l != "active") {
+            badges.push(l);
+        }
+        println!(
+            "{:<32} {:<10} {:<24} {}",
+            v["repository"].as_str().unwrap_or(""),
+            v["version"].as_str().unwrap_or(""),
+            badges.join(","),
+            v["description"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+pub async fn info(a: InfoArgs) -> Result<i32> {
+    let Some((publisher, name)) = a.plugin.split_once('/') else {
+        bail!("{}: name the plugin as publisher/name", a.plugin);
+    };
+    let body = get(&format!("{}/api/v1/plugins/{publisher}/{name}", a.server.trim_end_matches('/'))).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(0);
+    }
+    let l = &body["latest"];
+    println!("{} — {}", l["display_name"].as_str().unwrap_or(""), l["repository"].as_str().unwrap_or(""));
+    println!("  {}", l["description"].as_str().unwrap_or(""));
+    println!(
+        "  publisher {} · verification {} · lifecycle {} · capabilities {}",
+        l["publisher"].as_str().unwrap_or(""),
+        l["verification"].as_str().unwrap_or(""),
+        l["lifecycle"].as_str().unwrap_or(""),
+        l["capabilities"]
+            .as_array()
+            .map(|c| c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    );
+    println!("  versions:");
+    for v in body["versions"].as_array().into_iter().flatten() {
+        println!(
+            "    {:<10} {} {}",
+            v["version"].as_str().unwrap_or(""),
+            v["digest"].as_str().unwrap_or(""),
+            v["verification"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "  install:\n{}",
+        body["install"].as_str().unwrap_or("").lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    );
+    Ok(0)
+}
+
+pub async fn index(c: IndexCommand) -> Result<i32> {
+    let IndexCommand::Rebuild(a) = c;
+    let (source, host, default_index, default_verifier) = match (&a.data_dir, &a.registry) {
+        (Some(d), None) => {
+            let store = FsStore::open(d)?;
+            (
+                Source::Embedded(store),
+                crate::config::DEFAULT_LISTEN.to_string(),
+                Some(d.join("index")),
+                Some(d.join("verifier.pub")),
+            )
+        }
+        (None, Some(r)) => (Source::Registry { host: r.clone(), options: a.remote.options() }, r.clone(), None, None),
+        _ => bail!("name the source: --data-dir DIR (embedded store) or --registry HOST"),
+    };
+    let host = a.host.clone().unwrap_or(host);
+    let Some(index_dir) = a.index.clone().or(default_index) else {
+        bail!("--index DIR: where to write the index");
+    };
+    let mut verifiers = keys(&a.verifier_keys)?;
+    if a.verifier_keys.is_empty()
+        && let Some(p) = default_verifier.filter(|p| p.exists())
+    {
+        verifiers.extend(keys(&[p])?);
+    }
+    let trust = Trust { publishers: keys(&a.keys)?, roots: keys(&a.root_keys)?, verifiers };
+    let settings = HarvestSettings { trust, first_party: a.first_party.clone(), registry: host.clone() };
+    let catalog = Catalog::new(CatalogIndex::open(&index_dir)?, settings, host, a.remote.options());
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} repositories, {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = catalog
+        .rebuild_with_progress(&source, &|done, total, versions| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{versions} plugin versions"));
+        })
+        .await?;
+    bar.finish_and_clear();
+    println!(
+        "indexed {} plugin versions from {} repositories ({} images) in {:.2} s: {:.0} versions/s",
+        report.versions,
+        report.repositories,
+        report.images,
+        report.seconds,
+        report.versions as f64 / report.seconds.max(1e-9)
+    );
+    for s in &report.skipped {
+        eprintln!("skipped {s}");
+    }
+    Ok(0)
+}
