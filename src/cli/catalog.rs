@@ -6,7 +6,6 @@ use crate::catalog::index::CatalogIndex;
 use crate::catalog::service::Catalog;
 use crate::content::FsStore;
 use crate::runner::resolve::Trust;
-use crate::sign::{self, PublicKey};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -88,16 +87,6 @@ pub struct RebuildArgs {
     pub first_party: Vec<String>,
     #[command(flatten)]
     pub remote: super::transfer::RemoteArgs,
-}
-
-fn keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
-    paths
-        .iter()
-        .map(|k| {
-            let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
-            sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))
-        })
-        .collect()
 }
 
 async fn get(url: &str) -> Result<Value> {
@@ -220,13 +209,17 @@ pub async fn index(c: IndexCommand) -> Result<i32> {
     let Some(index_dir) = a.index.clone().or(default_index) else {
         bail!("--index DIR: where to write the index");
     };
-    let mut verifiers = keys(&a.verifier_keys)?;
+    let mut verifiers = super::load_public_keys(&a.verifier_keys)?;
     if a.verifier_keys.is_empty()
         && let Some(p) = default_verifier.filter(|p| p.exists())
     {
-        verifiers.extend(keys(&[p])?);
+        verifiers.extend(super::load_public_keys(&[p])?);
     }
-    let trust = Trust { publishers: keys(&a.keys)?, roots: keys(&a.root_keys)?, verifiers };
+    let trust = Trust {
+        publishers: super::load_public_keys(&a.keys)?,
+        roots: super::load_public_keys(&a.root_keys)?,
+        verifiers,
+    };
     let settings = HarvestSettings { trust, first_party: a.first_party.clone(), registry: host.clone() };
     let catalog = Catalog::new(CatalogIndex::open(&index_dir)?, settings, host, a.remote.options());
     let bar = indicatif::ProgressBar::new(0);

@@ -92,6 +92,17 @@ pub enum Command {
     BenchSearch(bench_search::BenchSearchArgs),
 }
 
+/// Reads public keys (PEM files), naming the file that cannot be read or parsed.
+pub fn load_public_keys(paths: &[PathBuf]) -> Result<Vec<crate::sign::PublicKey>> {
+    paths
+        .iter()
+        .map(|k| {
+            let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
+            crate::sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))
+        })
+        .collect()
+}
+
 #[derive(Args, Debug)]
 pub struct StoreArgs {
     /// Configuration file (TOML).

@@ -6,7 +6,6 @@ use crate::content::TagResolver;
 use crate::content::endpoint::Endpoint;
 use crate::runner::policy::{Policy, Subject, decide};
 use crate::runner::resolve::{Trust, resolve};
-use crate::sign::{self, PublicKey};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -43,15 +42,7 @@ pub struct ExplainArgs {
 pub async fn run(c: PolicyCommand) -> Result<i32> {
     let PolicyCommand::Explain(a) = c;
     let policy = Policy::load(&a.policy)?;
-    let keys = |paths: &[PathBuf]| -> Result<Vec<PublicKey>> {
-        paths
-            .iter()
-            .map(|k| {
-                let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
-                sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))
-            })
-            .collect()
-    };
+    let keys = super::load_public_keys;
     let trust = Trust { publishers: keys(&a.keys)?, roots: keys(&a.root_keys)?, verifiers: keys(&a.verifier_keys)? };
     let Endpoint::Registry(image_ref) = Endpoint::parse(&a.reference)? else {
         bail!("{}: the policy judges images in a registry (host/name@sha256:…)", a.reference);

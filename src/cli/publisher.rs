@@ -5,7 +5,7 @@ use super::transfer::RemoteArgs;
 use crate::artifacts::{self, Publication};
 use crate::content::endpoint::Endpoint;
 use crate::pack::{self, PackSpec};
-use crate::sign::{self, KeyPair, PublicKey};
+use crate::sign::{self, KeyPair};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -314,11 +314,7 @@ pub async fn sign_cmd(a: SignArgs) -> Result<i32> {
 }
 
 pub async fn verify_signature(a: VerifySignatureArgs) -> Result<i32> {
-    let mut keys: Vec<PublicKey> = Vec::new();
-    for k in &a.keys {
-        let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
-        keys.push(sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))?);
-    }
+    let keys = super::load_public_keys(&a.keys)?;
     let e = Endpoint::parse(&a.reference)?;
     let (opened, subject, _) = resolve(&e, &a.remote).await?;
     match sign::verify_subject(opened.target(), &subject, &keys).await {

@@ -6,7 +6,6 @@ use crate::runner::instance::{Runner, RunnerConfig};
 use crate::runner::policy::Policy;
 use crate::runner::resolve::Trust;
 use crate::runner::service::{Service, Supervision};
-use crate::sign::{self, PublicKey};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -43,16 +42,6 @@ pub struct RunnerCommon {
     pub remote: RemoteArgs,
 }
 
-fn keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
-    paths
-        .iter()
-        .map(|k| {
-            let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
-            sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))
-        })
-        .collect()
-}
-
 impl RunnerCommon {
     fn runner(&self) -> Result<Runner> {
         Ok(Runner::new(self.config()?)?)
@@ -61,9 +50,9 @@ impl RunnerCommon {
     fn config(&self) -> Result<RunnerConfig> {
         let policy = Policy::load(&self.policy)?;
         let trust = Trust {
-            publishers: keys(&self.keys)?,
-            roots: keys(&self.root_keys)?,
-            verifiers: keys(&self.verifier_keys)?,
+            publishers: super::load_public_keys(&self.keys)?,
+            roots: super::load_public_keys(&self.root_keys)?,
+            verifiers: super::load_public_keys(&self.verifier_keys)?,
         };
         let mut config = RunnerConfig::new(&self.data_dir, policy, trust);
         config.runtime = self.runtime.clone();

@@ -78,11 +78,7 @@ pub async fn run(a: VerifyArgs) -> Result<i32> {
             .await
             .map(|m| m.publisher)
             .unwrap_or_default();
-        for k in &a.keys {
-            let pem = std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?;
-            let key = sign::load_public_key(&pem).with_context(|| format!("loading {}", k.display()))?;
-            settings.publisher_keys.entry(publisher.clone()).or_default().push(key);
-        }
+        settings.publisher_keys.entry(publisher).or_default().extend(super::load_public_keys(&a.keys)?);
     }
     let db = match &a.vulndb {
         Some(p) => Some(VulnDb::open(p)?),
