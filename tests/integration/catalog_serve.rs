@@ -6,44 +6,7 @@
 use crate::common::*;
 use berth::catalog::index::{CatalogIndex, SearchQuery};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn berth(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .current_dir(dir)
-        .env("BERTH_LOG", "warn")
-        .env("COSIGN_PASSWORD", "test-password")
-        .output()
-        .expect("run berth")
-}
-
-fn publish(dir: &Path, host: &str, plugin: &str) -> String {
-    let out = berth(
-        dir,
-        &[
-            "publish",
-            workspace().join("artifacts/plugins").join(plugin).to_str().unwrap(),
-            "--registry",
-            host,
-            "--binary",
-            plugin_binary(plugin).to_str().unwrap(),
-            "--cargo-lock",
-            workspace().join("Cargo.lock").to_str().unwrap(),
-            "--key",
-            "publisher.key",
-            "--json",
-        ],
-    );
-    let v: Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
-    v["reference"].as_str().unwrap().to_string()
-}
 
 async fn get(url: &str) -> (u16, Value) {
     let r = reqwest::get(url).await.unwrap();
@@ -73,7 +36,7 @@ fn digests(results: &berth::catalog::index::SearchResults) -> Vec<String> {
 async fn published_plugins_are_searchable_and_a_rebuild_gives_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(&berth(dir.path(), &["key", "generate", "--output-prefix", "publisher"]), "key generate");
+    ok(&berth_in(dir.path(), &["key", "generate", "--output-prefix", "publisher"]), "key generate");
     let config = dir.path().join("berth.toml");
     std::fs::write(
         &config,
@@ -85,8 +48,8 @@ async fn published_plugins_are_searchable_and_a_rebuild_gives_the_same_results()
     .unwrap();
     let mut server = BerthProcess::spawn(&data, &["--config", config.to_str().unwrap()]);
     let host = server.url.trim_start_matches("http://").to_string();
-    let transform = publish(dir.path(), &host, "json-transform");
-    let probe = publish(dir.path(), &host, "http-probe");
+    let transform = publish_first_party(dir.path(), &host, "json-transform");
+    let probe = publish_first_party(dir.path(), &host, "http-probe");
     let digest = |r: &str| r.rsplit_once('@').unwrap().1.to_string();
 
     // Both appear, verified once the verifier's reports land.
@@ -122,17 +85,17 @@ async fn published_plugins_are_searchable_and_a_rebuild_gives_the_same_results()
     assert_eq!(status, 404);
 
     // The command line reads the same.
-    let out = berth(dir.path(), &["search", "transform", "--server", url, "--json"]);
+    let out = berth_in(dir.path(), &["search", "transform", "--server", url, "--json"]);
     let printed: Value = serde_json::from_slice(&ok(&out, "berth search")).unwrap();
     assert_eq!(printed["hits"][0]["version"]["digest"], digest(&transform));
-    let out = berth(dir.path(), &["info", "aisopsflow/http-probe", "--server", url]);
+    let out = berth_in(dir.path(), &["info", "aisopsflow/http-probe", "--server", url]);
     let text = String::from_utf8(ok(&out, "berth info")).unwrap();
     assert!(text.contains(&digest(&probe)), "{text}");
 
     // Stop the server; rebuild from its store alone into another directory; compare.
     server.kill9();
     let rebuilt = dir.path().join("rebuilt-index");
-    let out = berth(
+    let out = berth_in(
         dir.path(),
         &[
             "index",

@@ -364,3 +364,41 @@ pub fn tar_entries(headers: &[Vec<u8>], data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[0u8; 1024]);
     out
 }
+
+/// The berth binary run in `dir` (warnings only; the publisher key password set).
+pub fn berth_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(dir)
+        .env("BERTH_LOG", "warn")
+        .env("COSIGN_PASSWORD", "test-password")
+        .output()
+        .expect("run berth")
+}
+
+/// `berth publish` of the first-party plugin `plugin` (artifacts/plugins) to `host` with
+/// `dir/publisher.key`; returns the reference by digest.
+pub fn publish_first_party(dir: &Path, host: &str, plugin: &str) -> String {
+    let out = berth_in(
+        dir,
+        &[
+            "publish",
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("artifacts/plugins")
+                .join(plugin)
+                .to_str()
+                .unwrap(),
+            "--registry",
+            host,
+            "--binary",
+            plugin_binary(plugin).to_str().unwrap(),
+            "--cargo-lock",
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock").to_str().unwrap(),
+            "--key",
+            "publisher.key",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
+    v["reference"].as_str().unwrap().to_string()
+}

@@ -8,21 +8,10 @@ use berth::content::{GraphTarget, TagResolver};
 use berth::oci::ImageReference;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn berth(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .current_dir(dir)
-        .env("BERTH_LOG", "warn")
-        .env("COSIGN_PASSWORD", "test-password")
-        .output()
-        .expect("run berth")
 }
 
 /// A server with verification configured: the publisher key registered, quick settling and
@@ -44,32 +33,9 @@ fn host(p: &BerthProcess) -> String {
     p.url.trim_start_matches("http://").to_string()
 }
 
-/// `berth publish` of a first-party plugin; returns the reference by digest.
-fn publish(dir: &Path, host: &str, plugin: &str) -> String {
-    let out = berth(
-        dir,
-        &[
-            "publish",
-            workspace().join("artifacts/plugins").join(plugin).to_str().unwrap(),
-            "--registry",
-            host,
-            "--binary",
-            plugin_binary(plugin).to_str().unwrap(),
-            "--cargo-lock",
-            workspace().join("Cargo.lock").to_str().unwrap(),
-            "--key",
-            "publisher.key",
-            "--json",
-        ],
-    );
-    let stdout = ok(&out, "berth publish");
-    let v: Value = serde_json::from_slice(&stdout).unwrap();
-    v["reference"].as_str().unwrap().to_string()
-}
-
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    ok(&berth(dir.path(), &["key", "generate", "--output-prefix", "publisher"]), "key generate");
+    ok(&berth_in(dir.path(), &["key", "generate", "--output-prefix", "publisher"]), "key generate");
     dir
 }
 
@@ -117,7 +83,7 @@ async fn publishing_to_a_running_server_yields_a_signed_verified_report() {
     require_tool("runc");
     let dir = setup();
     let (server, _) = start(dir.path(), true);
-    let reference = publish(dir.path(), &host(&server), "json-transform");
+    let reference = publish_first_party(dir.path(), &host(&server), "json-transform");
     let digest = reference.rsplit_once('@').unwrap().1.to_string();
     let status = wait_for(&server.url, &digest, "verification", |s| s["latest"]["state"] == "done").await;
     assert_eq!(status["latest"]["reason"], "event");
@@ -139,7 +105,7 @@ async fn publishing_to_a_running_server_yields_a_signed_verified_report() {
     assert!(statuses.contains(&("conformance", "pass")), "{statuses:?}");
 
     // `berth verify --status` reads the same from the server.
-    let out = berth(dir.path(), &["verify", "--status", &reference]);
+    let out = berth_in(dir.path(), &["verify", "--status", &reference]);
     let printed: Value = serde_json::from_slice(&ok(&out, "verify --status")).unwrap();
     assert_eq!(printed["last_result"]["state"], "verified");
 }
@@ -226,7 +192,7 @@ async fn a_new_advisory_flips_a_verified_plugin_to_unverified_on_rescan() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let (server, _) = start(dir.path(), false);
-    let reference = publish(dir.path(), &host(&server), "json-transform");
+    let reference = publish_first_party(dir.path(), &host(&server), "json-transform");
     let digest = reference.rsplit_once('@').unwrap().1.to_string();
     let first = wait_for(&server.url, &digest, "first verification", |s| s["latest"]["state"] == "done").await;
     assert_eq!(first["last_result"]["state"], "verified", "{first:#}");
@@ -248,7 +214,7 @@ async fn a_new_advisory_flips_a_verified_plugin_to_unverified_on_rescan() {
         "database_specific": {"severity": "HIGH"}
     });
     std::fs::write(osv.join("RUSTSEC-2099-0001.json"), advisory.to_string()).unwrap();
-    let out = berth(
+    let out = berth_in(
         dir.path(),
         &["vulndb", "import", osv.to_str().unwrap(), "--db", data.join("vulndb.sqlite").to_str().unwrap()],
     );
