@@ -14,16 +14,15 @@ use crate::content::remote::{self, RemoteOptions};
 use crate::content::{TagResolver, fetch_all};
 use crate::oci::ImageReference;
 use crate::registry::Registry;
-use crate::registry::events::Event;
+use crate::registry::events::{Event, Quiet};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +86,8 @@ pub struct Catalog {
     /// `host:port` of this server, as the catalog reads it.
     host: String,
     remote: RemoteOptions,
-    settle: Duration,
-    pending: Mutex<HashMap<(String, String), Instant>>,
+    /// Images named by events, waiting for a quiet moment: (repository, digest).
+    pending: Quiet<(String, String)>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -104,8 +103,7 @@ impl Catalog {
             settings,
             host,
             remote,
-            settle: Duration::from_millis(300),
-            pending: Mutex::new(HashMap::new()),
+            pending: Quiet::new(Duration::from_millis(300)),
         })
     }
 
@@ -176,9 +174,7 @@ impl Catalog {
                 if let Some(up) = self.subject_of(&repository, &digest).await {
                     digest = up;
                 }
-                if let Ok(mut p) = self.pending.lock() {
-                    p.insert((repository, digest), Instant::now());
-                }
+                self.pending.touch((repository, digest));
             }
             _ => {}
         }
@@ -194,26 +190,7 @@ impl Catalog {
 
     async fn settle_loop(&self) {
         loop {
-            tokio::time::sleep(self.settle / 3).await;
-            let ready: Vec<(String, String)> = match self.pending.lock() {
-                Ok(mut p) => {
-                    let now = Instant::now();
-                    let ready: Vec<_> = p
-                        .iter()
-                        .filter(|(_, t)| now.duration_since(**t) >= self.settle)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in &ready {
-                        p.remove(k);
-                    }
-                    ready
-                }
-                Err(_) => continue,
-            };
-            if ready.is_empty() {
-                continue;
-            }
-            for (repository, digest) in ready {
+            for (repository, digest) in self.pending.ready().await {
                 if let Err(e) = self.refresh(&repository, &digest).await {
                     tracing::warn!(%repository, %digest, "catalog: {e}");
                 }

@@ -167,3 +167,42 @@ async fn deliver(client: &reqwest::Client, ep: &Endpoint, envelope: Envelope) {
     }
     tracing::error!(endpoint = %ep.name, "event dropped after {} attempts", ep.attempts);
 }
+
+/// What an event consumer waits on: keys (an image, a repository) named by events, each
+/// released once no event has named it for `settle` — a publish attaches several referrers
+/// in a row, and one refresh after the last is enough.
+pub struct Quiet<K> {
+    settle: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<K, std::time::Instant>>,
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Quiet<K> {
+    pub fn new(settle: std::time::Duration) -> Quiet<K> {
+        Quiet { settle, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    /// Records an event naming `key`: its quiet period starts again.
+    pub fn touch(&self, key: K) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(key, std::time::Instant::now());
+        }
+    }
+
+    /// Waits until at least one key has been quiet for `settle`, and hands those over.
+    pub async fn ready(&self) -> Vec<K> {
+        let tick = (self.settle / 4).clamp(std::time::Duration::from_millis(20), std::time::Duration::from_millis(500));
+        loop {
+            tokio::time::sleep(tick).await;
+            let Ok(mut seen) = self.seen.lock() else { continue };
+            let now = std::time::Instant::now();
+            let ready: Vec<K> =
+                seen.iter().filter(|(_, t)| now.duration_since(**t) >= self.settle).map(|(k, _)| k.clone()).collect();
+            for k in &ready {
+                seen.remove(k);
+            }
+            if !ready.is_empty() {
+                return ready;
+            }
+        }
+    }
+}

@@ -29,7 +29,7 @@ use crate::plugin::documents::Severity;
 use crate::plugin::{PLUGIN_MANIFEST_MEDIA_TYPE, STATUS_PREDICATE_TYPE, VERIFICATION_PREDICATE_TYPE};
 use crate::registry::Registry;
 use crate::registry::auth::{Action, Resource};
-use crate::registry::events::Event;
+use crate::registry::events::{Event, Quiet};
 use crate::sign::{self, KeyPair, PublicKey};
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -37,10 +37,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -83,11 +83,10 @@ pub struct Verification {
     host: String,
     reviews: PathBuf,
     concurrency: usize,
-    settle: Duration,
     vulndb_poll: Duration,
     wake: Notify,
-    /// Plugin images named by events, waiting for `settle` of quiet: (repository, image digest) → last event.
-    pending: Mutex<HashMap<(String, String), Instant>>,
+    /// Plugin images named by events, waiting for `settle` of quiet: (repository, image digest).
+    pending: Quiet<(String, String)>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
@@ -181,10 +180,9 @@ impl Verification {
             host: local.to_string(),
             reviews,
             concurrency: v.concurrency.max(1),
-            settle: Duration::from_millis(v.settle_ms),
             vulndb_poll: Duration::from_secs(v.vulndb_poll_seconds.max(1)),
             wake: Notify::new(),
-            pending: Mutex::new(HashMap::new()),
+            pending: Quiet::new(Duration::from_millis(v.settle_ms)),
         }))
     }
 
@@ -244,9 +242,7 @@ impl Verification {
         }
         // Keyed by the image, so every referrer of one publish extends the same quiet period.
         let Some(image) = self.plugin_image(&e.target.repository, subject).await else { return };
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert((e.target.repository.clone(), image), Instant::now());
-        }
+        self.pending.touch((e.target.repository.clone(), image));
     }
 
     fn repo(&self, repository: &str) -> Option<remote::RemoteRepository> {
@@ -283,25 +279,8 @@ impl Verification {
 
     /// Queues subjects that have been quiet for `settle`.
     async fn settle_loop(self: Arc<Self>) {
-        let tick = (self.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
         loop {
-            tokio::time::sleep(tick).await;
-            let ready: Vec<(String, String)> = match self.pending.lock() {
-                Ok(mut p) => {
-                    let now = Instant::now();
-                    let ready: Vec<_> = p
-                        .iter()
-                        .filter(|(_, t)| now.duration_since(**t) >= self.settle)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in &ready {
-                        p.remove(k);
-                    }
-                    ready
-                }
-                Err(_) => continue,
-            };
-            for (repository, image) in ready {
+            for (repository, image) in self.pending.ready().await {
                 let reference = format!("{}/{repository}@{image}", self.host);
                 if let Err(e) = self.enqueue(&image, &reference, "event") {
                     tracing::error!("verification: queueing {reference}: {e}");
