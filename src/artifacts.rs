@@ -35,6 +35,10 @@ pub enum ArtifactError {
     Manifest(ValidationErrors),
     #[error("SBOM is invalid: {0}")]
     Sbom(#[from] crate::sbom::SbomError),
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("no SBOM given and {lock} cannot be read to make one: {source}")]
+    NoSbom { lock: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
 }
@@ -87,6 +91,32 @@ pub async fn attach(
     Ok(desc)
 }
 
+/// The SBOM published with the plugin in `dir`: the file `sbom` when given, else
+/// `dir/sbom.cdx.json` when there is one, else CycloneDX generated from `cargo_lock`
+/// (default `dir/Cargo.lock`) for the crate `name` `version`.
+pub fn plugin_sbom(
+    dir: &std::path::Path,
+    sbom: Option<&std::path::Path>,
+    cargo_lock: Option<&std::path::Path>,
+    name: &str,
+    version: &str,
+) -> Result<Vec<u8>, ArtifactError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| ArtifactError::Read { path: p.display().to_string(), source })
+    };
+    let beside = dir.join("sbom.cdx.json");
+    match sbom {
+        Some(p) => return read(p),
+        None if beside.exists() => return read(&beside),
+        None => {}
+    }
+    let lock_path = cargo_lock.map(std::path::Path::to_path_buf).unwrap_or_else(|| dir.join("Cargo.lock"));
+    let lock = std::fs::read_to_string(&lock_path)
+        .map_err(|source| ArtifactError::NoSbom { lock: lock_path.display().to_string(), source })?;
+    let bom = crate::sbom::from_cargo_lock(&lock, name, version)?;
+    serde_json::to_vec_pretty(&bom).map_err(|e| ArtifactError::Invalid(e.to_string()))
+}
+
 /// What to publish: a plugin manifest and its image (in any target), with an SBOM.
 pub struct Publication<'a> {
     /// The plugin manifest as written by the publisher; `runtime.image` is replaced by the
@@ -114,9 +144,10 @@ pub struct Published {
 }
 
 /// Publishes a plugin into `dst` (the repository `<publisher>/<name>`): the image by
-/// digest (tagged with the plugin version), the plugin manifest artifact and the SBOM as
-/// referrers of the image, and cosign bundle signatures of the image and of the manifest
-/// artifact. Every step skips what is already there, so publishing twice changes nothing.
+/// digest, the plugin manifest artifact and the SBOM as referrers of the image, cosign
+/// bundle signatures of the image and of the manifest artifact, and last the plugin
+/// version's tag on the image, so that the tag names only a complete publish. Every step
+/// skips what is already there, so publishing twice changes nothing.
 pub async fn publish(dst: &dyn GraphTarget, p: Publication<'_>) -> Result<Published, ArtifactError> {
     let field = |k: &str| p.manifest.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(publisher), Some(name), Some(version)) = (field("publisher"), field("name"), field("version")) else {
@@ -140,7 +171,6 @@ pub async fn publish(dst: &dyn GraphTarget, p: Publication<'_>) -> Result<Publis
     crate::sbom::validate(&p.sbom)?;
 
     let copy = copy_graph(p.image_source, dst, &p.image, &CopyOptions::default()).await?;
-    dst.tag(&p.image, &version).await?;
 
     let mut notes = BTreeMap::new();
     notes.insert("org.opencontainers.image.title".to_string(), name.clone());
@@ -150,6 +180,8 @@ pub async fn publish(dst: &dyn GraphTarget, p: Publication<'_>) -> Result<Publis
     let sbom = attach(dst, &p.image, SBOM_ARTIFACT_TYPE, &p.sbom, &BTreeMap::new()).await?;
     let image_signature = sign::sign_and_attach(dst, &p.image, &repository, p.key).await?;
     let manifest_signature = sign::sign_and_attach(dst, &manifest_artifact, &repository, p.key).await?;
+    // Last: the version tag names a complete publish (the first-party seed relies on it).
+    dst.tag(&p.image, &version).await?;
     Ok(Published {
         repository,
         image: digest.to_string(),

@@ -27,6 +27,10 @@
 //! fail_at = "high"
 //! [verification.publishers]
 //! aisopsflow = ["keys/aisopsflow.pub"]
+//!
+//! [catalog]                      # the catalog (crate::catalog)
+//! mode = "first-party"           # Mode A; "curated" is Mode B
+//! operators = ["alice"]          # accounts that approve publishers and set lifecycle
 //! ```
 
 use crate::registry::auth::Account;
@@ -108,12 +112,45 @@ pub struct CatalogConfig {
     pub enabled: bool,
     /// The index directory (derived data). Default: `<data_dir>/index`.
     pub index_dir: Option<PathBuf>,
+    /// `first-party` (Mode A: only the first-party publishers, seeded from `index/`) or
+    /// `curated` (Mode B: publishers register and an operator approves them; a version is
+    /// listed once verified; tenants opt in per publisher).
+    pub mode: CatalogMode,
     /// Publishers whose plugins are official (first-party).
     pub first_party: Vec<String>,
-    /// Catalog root public keys (PEM files): lifecycle status signed by them counts.
+    /// Registry accounts (`[[auth.accounts]]`) that operate the catalog: approve publishers,
+    /// mark versions insecure or removed, opt tenants in. With no accounts configured
+    /// (protected mode) loopback clients are operators.
+    pub operators: Vec<String>,
+    /// The catalog root key (cosign's encrypted format; password from
+    /// `BERTH_CATALOG_ROOT_PASSWORD`), created on first start with its `.pub` beside it. It
+    /// signs publisher records and lifecycle status. Default: `<data_dir>/catalog-root.key`.
+    pub root_key_file: Option<PathBuf>,
+    /// More catalog root public keys (PEM files): records and lifecycle status they signed count.
     pub root_keys: Vec<PathBuf>,
     /// Verifier public keys (PEM files) besides this server's own verifier key.
     pub verifier_keys: Vec<PathBuf>,
+    /// The first-party seed (`index/seed.json`) published into an empty registry on start.
+    /// Default: the seed of the source tree berth was built from, when it is there; `""`
+    /// (or `serve --no-seed`) seeds nothing.
+    pub seed: Option<PathBuf>,
+    /// Where the seed's plugin binaries are (`artifacts/build-plugins.sh` writes them).
+    /// Default: `target/plugins` of that source tree.
+    pub seed_plugins: Option<PathBuf>,
+    /// The catalog's operational database (publishers, tokens, tenants, reputation).
+    /// Default: `<data_dir>/catalog.sqlite`.
+    pub database: Option<PathBuf>,
+}
+
+/// The catalog's operating mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatalogMode {
+    /// Mode A: only first-party publishers.
+    #[default]
+    FirstParty,
+    /// Mode B: curated third-party publishers besides the first-party ones.
+    Curated,
 }
 
 impl Default for CatalogConfig {
@@ -121,9 +158,15 @@ impl Default for CatalogConfig {
         CatalogConfig {
             enabled: true,
             index_dir: None,
+            mode: CatalogMode::FirstParty,
             first_party: vec!["aisopsflow".to_string()],
+            operators: Vec::new(),
+            root_key_file: None,
             root_keys: Vec::new(),
             verifier_keys: Vec::new(),
+            seed: None,
+            seed_plugins: None,
+            database: None,
         }
     }
 }
@@ -224,11 +267,19 @@ impl Config {
         if self.auth.token_ttl_seconds == 0 {
             problems.push("auth.token_ttl_seconds must be greater than 0".to_string());
         }
+        for (i, op) in self.catalog.operators.iter().enumerate() {
+            if !self.auth.accounts.iter().any(|a| &a.name == op) {
+                problems.push(format!("catalog.operators[{i}] = {op:?} is not an account in [[auth.accounts]]"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.auth.accounts.iter().enumerate() {
             let at = format!("auth.accounts[{i}]");
             if a.name.is_empty() || a.name.contains(':') {
                 problems.push(format!("{at}.name = {:?} must be non-empty and contain no ':'", a.name));
+            }
+            if a.name == crate::registry::auth::INTERNAL_USER {
+                problems.push(format!("{at}.name = {:?} is reserved for berth's own services", a.name));
             }
             if !seen.insert(a.name.clone()) {
                 problems.push(format!("{at}.name = {:?} appears more than once", a.name));

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod content;
+pub mod metrics;
 pub mod oci;
 pub mod pack;
 pub mod plugin;

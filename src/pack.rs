@@ -108,6 +108,36 @@ impl PackSpec {
             os: "linux".to_string(),
         }
     }
+
+    /// The spec a plugin's binary is published with (`berth publish --binary`, the
+    /// first-party seed): the port and the `org.opencontainers.image.*` annotations come
+    /// from its plugin manifest.
+    pub fn for_plugin(binary: impl Into<PathBuf>, manifest: &serde_json::Value) -> Result<PackSpec, PackError> {
+        let mut spec = PackSpec::new(binary);
+        if let Some(port) = manifest.pointer("/runtime/port").and_then(serde_json::Value::as_u64) {
+            spec.port = u16::try_from(port).map_err(|_| PackError::Invalid {
+                field: "/runtime/port".to_string(),
+                reason: format!("{port} does not fit a port number"),
+            })?;
+        }
+        let text = |ptr: &str| manifest.pointer(ptr).and_then(serde_json::Value::as_str);
+        // Title, version and vendor are always set (a manifest without them fails validation).
+        for (key, ptr) in
+            [(annotations::TITLE, "/name"), (annotations::VERSION, "/version"), (annotations::VENDOR, "/publisher")]
+        {
+            spec.annotations.insert(key.to_string(), text(ptr).unwrap_or_default().to_string());
+        }
+        for (key, ptr) in [
+            (annotations::DESCRIPTION, "/description"),
+            (annotations::LICENSES, "/license"),
+            (annotations::SOURCE, "/source"),
+        ] {
+            if let Some(v) = text(ptr) {
+                spec.annotations.insert(key.to_string(), v.to_string());
+            }
+        }
+        Ok(spec)
+    }
 }
 
 /// A packed image, not yet pushed: each blob with its descriptor.
@@ -545,5 +575,21 @@ mod tests {
         let d3 = pack(&spec, &layout, Some("v1")).await.unwrap();
         assert_eq!(d3.digest(), d1.digest());
         assert_eq!(layout.resolve("v1").await.unwrap().digest(), d1.digest());
+    }
+
+    #[test]
+    fn a_plugin_spec_takes_port_and_annotations_from_the_manifest() {
+        let m = serde_json::json!({
+            "name": "demo", "version": "1.2.3", "publisher": "acme", "license": "MIT",
+            "runtime": {"port": 9000},
+        });
+        let spec = PackSpec::for_plugin("bin", &m).unwrap();
+        assert_eq!(spec.port, 9000);
+        let a = |k: &str| spec.annotations.get(k).map(String::as_str);
+        assert_eq!((a(annotations::TITLE), a(annotations::VERSION)), (Some("demo"), Some("1.2.3")));
+        assert_eq!((a(annotations::VENDOR), a(annotations::LICENSES)), (Some("acme"), Some("MIT")));
+        assert_eq!(a(annotations::DESCRIPTION), None);
+        let e = PackSpec::for_plugin("bin", &serde_json::json!({"runtime": {"port": 70000}})).unwrap_err();
+        assert!(e.to_string().starts_with("/runtime/port:"), "{e}");
     }
 }

@@ -19,11 +19,13 @@
 //! SQLite, not in the registry).
 
 use super::PluginVersion;
+use super::records;
 use crate::artifacts::SBOM_ARTIFACT_TYPE;
+use crate::config::CatalogMode;
 use crate::content::remote::{Credentials, RemoteOptions, RemoteRegistry, credentials_from_docker_config};
 use crate::content::{ContentError, FsStore, GraphTarget, Reader, Reference, descriptor_for, fetch_all};
 use crate::oci::{Digest, media};
-use crate::plugin::documents::{LifecycleStatus, Status, VerificationReport, VerificationState};
+use crate::plugin::documents::{LifecycleStatus, PublisherRecord, Status, VerificationReport, VerificationState};
 use crate::plugin::{PLUGIN_MANIFEST_MEDIA_TYPE, PluginManifest, STATUS_PREDICATE_TYPE, VERIFICATION_PREDICATE_TYPE};
 use crate::runner::resolve::Trust;
 use crate::sign::{
@@ -35,7 +37,7 @@ use futures_util::{FutureExt, StreamExt, stream};
 use oci_spec::image::Descriptor;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,11 +58,43 @@ const GENERATE_IN_FLIGHT: usize = 32;
 /// What the harvester trusts (same roles as the runner) and which publisher is first-party.
 #[derive(Debug, Clone, Default)]
 pub struct HarvestSettings {
+    /// `trust.publishers` are trusted for every publisher (configured keys).
     pub trust: Trust,
+    /// Keys per publisher from their publisher records (signed by a root key).
+    pub publisher_keys: BTreeMap<String, Vec<PublicKey>>,
     /// Publishers shown as official (first-party).
     pub first_party: Vec<String>,
     /// `host[:port]` used in [`PluginVersion::reference`].
     pub registry: String,
+    /// Which versions the catalog lists; `None` lists every plugin version found.
+    pub listing: Option<Visibility>,
+}
+
+/// The operating mode's rule for what the catalog lists (issue 8, Modes A and B).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visibility {
+    pub mode: CatalogMode,
+    /// Publishers an operator approved: those with a publisher record signed by a root key.
+    pub approved: BTreeSet<String>,
+}
+
+impl HarvestSettings {
+    /// Keys trusted for `publisher`'s signatures: the configured ones and its record's.
+    fn keys_for(&self, publisher: &str) -> Vec<PublicKey> {
+        let mut keys = self.trust.publishers.clone();
+        keys.extend(self.publisher_keys.get(publisher).into_iter().flatten().cloned());
+        keys
+    }
+
+    /// Whether the catalog lists `v`: Mode A lists the first-party publishers only; Mode B
+    /// also approved publishers' versions once they are verified.
+    pub fn lists(&self, v: &PluginVersion) -> bool {
+        let Some(l) = &self.listing else { return true };
+        if self.first_party.contains(&v.publisher) {
+            return true;
+        }
+        l.mode == CatalogMode::Curated && l.approved.contains(&v.publisher) && v.verified
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +164,8 @@ async fn harvest_with(
     let Some(artifact) = referrers.iter().find(|d| is_plugin_manifest(d)) else { return Ok(None) };
     let digest: Digest = image.digest().to_string().parse().map_err(|e| malformed("image digest", e))?;
     let trust = &s.trust;
+    // The repository's namespace is the publisher (the manifest's `publisher` must match it).
+    let publisher_keys = s.keys_for(repository.split('/').next().unwrap_or_default());
 
     let manifest_side = async {
         let manifest = plugin_manifest(target, artifact, repository).await?;
@@ -137,14 +173,14 @@ async fn harvest_with(
             .predecessors(artifact)
             .await
             .map_err(content(format!("referrers of the plugin manifest artifact {}", artifact.digest())))?;
-        let signed = signed(target, artifact, &artifact_referrers, &trust.publishers).await;
+        let signed = signed(target, artifact, &artifact_referrers, &publisher_keys).await;
         Ok::<_, HarvestError>((manifest, signed))
     };
     let (head, manifest_side, sbom, image_signed, report, status) = tokio::join!(
         fetch_head(target, image),
         manifest_side,
         sbom_components(target, referrers),
-        signed(target, image, referrers, &trust.publishers),
+        signed(target, image, referrers, &publisher_keys),
         newest_report(target, &digest, referrers, &trust.verifiers),
         newest_status(target, &digest, referrers, &trust.roots),
     );
@@ -181,6 +217,7 @@ async fn harvest_with(
         replacement: None,
         official: s.first_party.contains(&m.publisher),
         installs: 0,
+        failures: 0,
         created: head.annotations.as_ref().and_then(|a| a.get(ANNOTATION_CREATED)).cloned(),
     };
     if let Some(r) = report {
@@ -206,7 +243,7 @@ async fn harvest_with(
         .to_string();
         v.replacement = st.replacement;
     }
-    Ok(Some(v))
+    Ok(s.lists(&v).then_some(v))
 }
 
 async fn fetch_head(target: &dyn GraphTarget, d: &Descriptor) -> Result<ManifestHead, HarvestError> {
@@ -403,8 +440,7 @@ async fn newest<T: Dated>(
             Err(e) => tracing::debug!("catalog: referrer {}: not a {predicate_type} predicate: {e}", r.digest()),
         }
     }
-    // RFC 3339 timestamps in UTC compare as strings.
-    found.sort_by(|a, b| b.0.time().cmp(a.0.time()));
+    found.sort_by(|a, b| crate::plugin::documents::time_order(b.0.time(), a.0.time()));
     found.into_iter().find(|(_, b, st)| believed(b, st, subject, keys)).map(|(doc, _, _)| doc)
 }
 
@@ -424,6 +460,15 @@ async fn newest_status(
     roots: &[PublicKey],
 ) -> Option<LifecycleStatus> {
     newest(target, subject, referrers, STATUS_PREDICATE_TYPE, roots).await
+}
+
+/// The lifecycle status of `image` now (`active` when no status a key of `roots` signed is
+/// attached).
+pub async fn current_status(target: &dyn GraphTarget, image: &Descriptor, roots: &[PublicKey]) -> Option<String> {
+    let digest: Digest = image.digest().to_string().parse().ok()?;
+    let referrers = target.predecessors(image).await.ok()?;
+    let status = newest_status(target, &digest, &referrers, roots).await;
+    Some(serde_json::to_value(status.map(|s| s.status)?).ok()?.as_str()?.to_string())
 }
 
 // ---- the walk ---------------------------------------------------------------------------
@@ -488,6 +533,14 @@ impl Lister {
     }
 
     async fn repositories(&self) -> Result<Vec<String>, HarvestError> {
+        let mut repos = self.all_repositories().await?;
+        // berth's own records (publishers, tenant approvals) are never plugins.
+        repos.retain(|r| !r.starts_with("_berth/") && !r.starts_with("berth/"));
+        Ok(repos)
+    }
+
+    /// Every repository, sorted.
+    async fn all_repositories(&self) -> Result<Vec<String>, HarvestError> {
         let mut repos = match self {
             Lister::Embedded(store) => {
                 let store = store.clone();
@@ -498,11 +551,18 @@ impl Lister {
             }
             Lister::Registry { http, .. } => http.list("/v2/_catalog", "repositories", "registry:catalog:*").await?,
         };
-        // berth's own records (publishers, tenant approvals) are never plugins.
-        repos.retain(|r| !r.starts_with("_berth/"));
         repos.sort();
         repos.dedup();
         Ok(repos)
+    }
+
+    /// A repository to read, without listing it.
+    fn target(&self, repository: &str) -> Result<Arc<dyn GraphTarget>, HarvestError> {
+        let what = || format!("repository {repository}");
+        Ok(match self {
+            Lister::Embedded(store) => Arc::new(store.repository(repository).map_err(content(what()))?),
+            Lister::Registry { registry, .. } => Arc::new(registry.repository(repository).map_err(content(what()))?),
+        })
     }
 
     async fn list(&self, repository: &str) -> Result<Listing, HarvestError> {
@@ -668,9 +728,21 @@ pub async fn walk(
     progress: &(dyn Fn(usize, usize, usize) + Sync),
     each: &mut (dyn FnMut(PluginVersion) + Send),
 ) -> Result<WalkReport, HarvestError> {
+    walk_matching(source, s, &|_| true, progress, each).await
+}
+
+/// [`walk`] over the repositories `wanted` accepts (e.g. one publisher's namespace).
+pub async fn walk_matching(
+    source: &Source,
+    s: &HarvestSettings,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+    progress: &(dyn Fn(usize, usize, usize) + Sync),
+    each: &mut (dyn FnMut(PluginVersion) + Send),
+) -> Result<WalkReport, HarvestError> {
     let started = Instant::now();
     let lister = Lister::new(source)?;
-    let repositories = lister.repositories().await?;
+    let mut repositories = lister.repositories().await?;
+    repositories.retain(|r| wanted(r));
     let total = repositories.len();
     let settings = Arc::new(s.clone());
     let in_flight = match source {
@@ -765,6 +837,38 @@ pub async fn walk(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The publisher records in `source` that a key of `roots` signed, by publisher, and what
+/// was wrong with the others (unsigned, signed by another key, invalid).
+pub async fn publisher_records(
+    source: &Source,
+    roots: &[PublicKey],
+) -> Result<(BTreeMap<String, PublisherRecord>, Vec<String>), HarvestError> {
+    let lister = Lister::new(source)?;
+    let (mut found, mut problems) = (BTreeMap::new(), Vec::new());
+    for repository in lister.all_repositories().await? {
+        let Some(name) = records::publisher_of(&repository) else { continue };
+        let target = lister.target(&repository)?;
+        match records::read(&*target, name, roots).await {
+            Ok(Some(r)) => {
+                found.insert(name.to_string(), r);
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok((found, problems))
+}
+
+/// One publisher's record in `source`, when a key of `roots` signed it.
+pub async fn publisher_record(
+    source: &Source,
+    publisher: &str,
+    roots: &[PublicKey],
+) -> Result<Option<PublisherRecord>, HarvestError> {
+    let target = Lister::new(source)?.target(&records::repository(publisher))?;
+    records::read(&*target, publisher, roots).await.map_err(|e| malformed("publisher record", e))
 }
 
 // ---- listing over HTTP ------------------------------------------------------------------

@@ -76,8 +76,8 @@ use tantivy::{
 
 /// Version of the schema below. Bump it whenever a field, an analyzer or what goes into a
 /// field changes: [`CatalogIndex::open`] then starts from an empty index and the caller
-/// rebuilds it from the registry.
-pub const INDEX_SCHEMA_VERSION: u32 = 1;
+/// rebuilds it from the registry. 2: documents carry reputation `failures`.
+pub const INDEX_SCHEMA_VERSION: u32 = 2;
 
 /// The marker file recording [`INDEX_SCHEMA_VERSION`] next to tantivy's files.
 const MARKER: &str = "berth-index.json";
@@ -493,6 +493,13 @@ impl CatalogIndex {
         Ok(all)
     }
 
+    /// (repository, digest) of every version `publisher` has in the index, removed ones included.
+    pub fn publisher_versions(&self, publisher: &str) -> Result<Vec<(String, String)>, IndexError> {
+        let snapshot = self.snapshot();
+        let q = TermQuery::new(Term::from_field_text(self.fields.publisher, publisher), IndexRecordOption::Basic);
+        Ok(self.load_all(&snapshot.searcher, &q)?.into_iter().map(|v| (v.repository, v.digest)).collect())
+    }
+
     /// One version by digest.
     pub fn get(&self, digest: &str) -> Result<Option<PluginVersion>, IndexError> {
         let snapshot = self.snapshot();
@@ -508,6 +515,26 @@ impl CatalogIndex {
     /// True when no document is committed.
     pub fn is_empty(&self) -> Result<bool, IndexError> {
         Ok(self.len()? == 0)
+    }
+
+    /// Bytes in the index's files: its committed segments (without their footers) and
+    /// tantivy's two meta files. Segments a writer is still producing are not counted, nor a
+    /// file that vanishes while being measured.
+    pub fn size_on_disk(&self) -> u64 {
+        use tantivy::HasLen;
+        use tantivy::directory::Directory;
+        const META: [&str; 2] = ["meta.json", ".managed.json"];
+        let dir = self.index.directory();
+        let meta: u64 = META.iter().filter_map(|p| dir.atomic_read(Path::new(p)).ok()).map(|b| b.len() as u64).sum();
+        let segments: u64 = dir
+            .list_managed_files()
+            .iter()
+            .filter(|p| !META.iter().any(|m| p.as_os_str() == *m))
+            // Only a complete file has the footer `open_read` checks for.
+            .filter_map(|p| dir.open_read(p).ok())
+            .map(|f| f.len() as u64)
+            .sum();
+        meta + segments
     }
 
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, IndexError> {

@@ -8,9 +8,16 @@
 //! tantivy index over those documents (full text, facets, typo tolerance, prefixes,
 //! ranking, highlights).
 
+pub mod directory;
+pub mod governance;
 pub mod harvest;
 pub mod index;
+pub mod openapi;
+pub mod records;
+pub mod reputation;
+pub mod seed;
 pub mod service;
+pub mod ui;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +66,19 @@ pub struct PluginVersion {
     pub replacement: Option<String>,
     /// The publisher is the deployment's first-party publisher.
     pub official: bool,
-    /// Installs reported by runners (reputation).
+    /// Installs reported by runners (reputation): the plugin's total over all its versions,
+    /// one per runner and version (see [`reputation`]).
     pub installs: u64,
+    /// Failed requests reported by runners: the plugin's total over all its versions.
+    #[serde(default)]
+    pub failures: u64,
     /// The image's `org.opencontainers.image.created` (RFC 3339), if any.
     pub created: Option<String>,
+}
+
+impl PluginVersion {
+    /// Reported failures per install (0 without installs); see [`reputation`].
+    pub fn issue_rate(&self) -> f64 {
+        reputation::issue_rate(self.installs, self.failures)
+    }
 }

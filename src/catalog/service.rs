@@ -8,7 +8,7 @@
 //! schema change) walks the registry and writes it anew.
 
 use super::PluginVersion;
-use super::harvest::{HarvestSettings, Source, harvest, walk};
+use super::harvest::{HarvestSettings, Source, Visibility, harvest, walk};
 use super::index::{CatalogIndex, SearchQuery};
 use crate::content::remote::{self, RemoteOptions};
 use crate::content::{TagResolver, fetch_all};
@@ -33,6 +33,8 @@ pub enum CatalogError {
     Harvest(#[from] super::harvest::HarvestError),
     #[error("{field}: {path}: {message}")]
     Key { field: String, path: String, message: String },
+    #[error(transparent)]
+    Reputation(#[from] super::reputation::ReputationError),
 }
 
 fn keys(field: &str, paths: &[std::path::PathBuf]) -> Result<Vec<crate::sign::PublicKey>, CatalogError> {
@@ -58,8 +60,8 @@ pub fn open(
     registry: &Registry,
     local: std::net::SocketAddr,
     verifier: Option<crate::sign::PublicKey>,
+    root: crate::sign::PublicKey,
 ) -> Result<Arc<Catalog>, CatalogError> {
-    let _ = registry;
     let c = &config.catalog;
     let dir = c.index_dir.clone().unwrap_or_else(|| config.server.data_dir.join("index"));
     let index = CatalogIndex::open(&dir)?;
@@ -69,25 +71,47 @@ pub fn open(
     }
     let mut verifiers = keys("catalog.verifier_keys", &c.verifier_keys)?;
     verifiers.extend(verifier);
-    let trust =
-        crate::runner::resolve::Trust { publishers, roots: keys("catalog.root_keys", &c.root_keys)?, verifiers };
+    let mut roots = keys("catalog.root_keys", &c.root_keys)?;
+    roots.push(root);
+    let trust = crate::runner::resolve::Trust { publishers, roots, verifiers };
     // Install snippets name the registry as its users reach it.
     let public =
         config.server.public_url.as_deref().and_then(|u| u.split_once("://")).map(|(_, h)| h.trim_end_matches('/'));
     let registry_host = public.map(str::to_string).unwrap_or_else(|| local.to_string());
-    let settings = HarvestSettings { trust, first_party: c.first_party.clone(), registry: registry_host };
-    Ok(Catalog::new(index, settings, local.to_string(), RemoteOptions::default()))
+    let settings = HarvestSettings {
+        trust,
+        first_party: c.first_party.clone(),
+        registry: registry_host,
+        listing: Some(Visibility { mode: c.mode, approved: Default::default() }),
+        ..HarvestSettings::default()
+    };
+    // The catalog reads this registry over HTTP as berth's internal account.
+    let remote = RemoteOptions { credentials: Some(registry.internal.clone()), ..RemoteOptions::default() };
+    let mut catalog = Catalog::new(index, settings, local.to_string(), remote);
+    if let Some(me) = Arc::get_mut(&mut catalog) {
+        me.store = Some(Arc::clone(&registry.store));
+    }
+    let db = c.database.clone().unwrap_or_else(|| config.server.data_dir.join("catalog.sqlite"));
+    catalog.set_reputation(Arc::new(super::reputation::Reputation::open(&db)?));
+    Ok(catalog)
 }
 
 /// The catalog service: the index and how to refresh it.
 pub struct Catalog {
     pub index: Arc<CatalogIndex>,
-    settings: HarvestSettings,
+    /// Replaced as a whole when a publisher record changes.
+    settings: std::sync::RwLock<Arc<HarvestSettings>>,
+    /// The embedded store, when the catalog runs inside `serve` (faster walks than HTTP).
+    store: Option<Arc<crate::content::FsStore>>,
+    /// Tenants' publisher opt-ins (Mode B), when the catalog keeps a database.
+    directory: std::sync::OnceLock<Arc<super::directory::Directory>>,
     /// `host:port` of this server, as the catalog reads it.
     host: String,
     remote: RemoteOptions,
     /// Images named by events, waiting for a quiet moment: (repository, digest).
     pending: Quiet<(String, String)>,
+    /// Install and failure counts, filled into every document harvested.
+    reputation: std::sync::OnceLock<Arc<super::reputation::Reputation>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -100,11 +124,129 @@ impl Catalog {
     pub fn new(index: CatalogIndex, settings: HarvestSettings, host: String, remote: RemoteOptions) -> Arc<Catalog> {
         Arc::new(Catalog {
             index: Arc::new(index),
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
+            store: None,
+            directory: std::sync::OnceLock::new(),
             host,
             remote,
             pending: Quiet::new(Duration::from_millis(300)),
+            reputation: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What the harvester trusts and lists, now.
+    pub fn settings(&self) -> Arc<HarvestSettings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn update_settings(&self, change: impl FnOnce(&mut HarvestSettings)) {
+        let mut guard = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = HarvestSettings::clone(&guard);
+        change(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    /// Narrows `q` to the publishers `tenant` sees: the first-party ones and those it opted
+    /// in to (without a database, the first-party ones).
+    pub fn restrict_to_tenant(&self, q: &mut SearchQuery, tenant: &str) -> Result<(), String> {
+        let mut seen = self.settings().first_party.clone();
+        if let Some(d) = self.directory.get() {
+            seen.extend(d.tenant_publishers(tenant).map_err(|e| e.to_string())?);
+        }
+        if q.publisher.is_empty() {
+            q.publisher = seen;
+        } else {
+            q.publisher.retain(|p| seen.contains(p));
+            if q.publisher.is_empty() {
+                // Asked only for publishers the tenant does not see: nothing matches.
+                q.publisher.push("\u{0}".to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Where tenants' opt-ins come from (once; later calls are ignored).
+    pub fn set_directory(&self, directory: Arc<super::directory::Directory>) {
+        let _ = self.directory.set(directory);
+    }
+
+    /// Where this catalog reads the registry: the embedded store in `serve`, else over HTTP.
+    pub fn source(&self) -> Source {
+        match &self.store {
+            Some(store) => Source::Embedded(Arc::clone(store)),
+            None => Source::Registry { host: self.host.clone(), options: self.remote.clone() },
+        }
+    }
+
+    /// Reads every publisher record in `source` signed by a root key: their keys are trusted
+    /// for their publisher's signatures, and (Mode B) their plugins may be listed.
+    pub async fn load_publishers(&self, source: &Source) -> Result<(), CatalogError> {
+        let roots = self.settings().trust.roots.clone();
+        let (records, problems) = super::harvest::publisher_records(source, &roots).await?;
+        for p in problems {
+            tracing::warn!("catalog: {p}");
+        }
+        self.update_settings(|s| {
+            s.publisher_keys = records.iter().map(|(n, r)| (n.clone(), super::records::active_keys(r))).collect();
+            if let Some(l) = &mut s.listing {
+                l.approved = records.keys().cloned().collect();
+            }
+        });
+        Ok(())
+    }
+
+    /// A publisher record changed: read it again and harvest that publisher's repositories anew
+    /// (its versions may become listed, or unlisted, and its signatures verify differently).
+    pub async fn publisher_changed(&self, publisher: &str) -> Result<(), CatalogError> {
+        let source = self.source();
+        let roots = self.settings().trust.roots.clone();
+        let record = super::harvest::publisher_record(&source, publisher, &roots).await;
+        let record = record.unwrap_or_else(|e| {
+            tracing::warn!(%publisher, "catalog: {e}");
+            None
+        });
+        self.update_settings(|s| {
+            match &record {
+                Some(r) => s.publisher_keys.insert(publisher.to_string(), super::records::active_keys(r)),
+                None => s.publisher_keys.remove(publisher),
+            };
+            if let Some(l) = &mut s.listing {
+                if record.is_some() {
+                    l.approved.insert(publisher.to_string());
+                } else {
+                    l.approved.remove(publisher);
+                }
+            }
+        });
+        // Every version of the publisher, listed or not, and every one the index holds, is
+        // refreshed through the one queue all refreshes go through: a report landing meanwhile
+        // is never overwritten by this older view.
+        let prefix = format!("{publisher}/");
+        let all = HarvestSettings { listing: None, ..HarvestSettings::clone(&self.settings()) };
+        let mut images: Vec<(String, String)> = Vec::new();
+        super::harvest::walk_matching(&source, &all, &|r| r.starts_with(&prefix), &|_, _, _| {}, &mut |v| {
+            images.push((v.repository, v.digest))
+        })
+        .await?;
+        images.extend(self.index.publisher_versions(publisher)?);
+        for image in images {
+            self.pending.touch(image);
+        }
+        Ok(())
+    }
+
+    /// Where install and failure counts come from (once; later calls are ignored).
+    pub fn set_reputation(&self, reputation: Arc<super::reputation::Reputation>) {
+        let _ = self.reputation.set(reputation);
+    }
+
+    pub fn reputation(&self) -> Option<&Arc<super::reputation::Reputation>> {
+        self.reputation.get()
+    }
+
+    /// Refreshes the document of `digest` once it has been quiet for a moment.
+    pub fn touch(&self, repository: &str, digest: &str) {
+        self.pending.touch((repository.to_string(), digest.to_string()));
     }
 
     /// Rebuilds the index from `source`: clear, walk, upsert every version, commit.
@@ -118,17 +260,25 @@ impl Catalog {
         source: &Source,
         progress: &(dyn Fn(usize, usize, usize) + Sync),
     ) -> Result<super::harvest::WalkReport, CatalogError> {
+        // Publisher records first: their keys and (Mode B) approvals decide what is listed.
+        self.load_publishers(source).await?;
         self.index.clear()?;
         let index = Arc::clone(&self.index);
         let mut failed: Option<super::index::IndexError> = None;
-        let mut each = |v: PluginVersion| {
+        let reputation = self.reputation.get().cloned();
+        let mut each = |mut v: PluginVersion| {
+            // Counts live in SQLite, not in the registry: a rebuild keeps them.
+            if let Some(r) = &reputation {
+                r.fill(&mut v);
+            }
             if failed.is_none()
                 && let Err(e) = index.upsert(&v)
             {
                 failed = Some(e);
             }
         };
-        let report = walk(source, &self.settings, progress, &mut each).await?;
+        let settings = self.settings();
+        let report = walk(source, &settings, progress, &mut each).await?;
         if let Some(e) = failed {
             return Err(e.into());
         }
@@ -161,8 +311,23 @@ impl Catalog {
         remote::open(&r, self.remote.clone()).ok()
     }
 
-    async fn on_event(&self, e: &Event) {
+    async fn on_event(self: &Arc<Self>, e: &Event) {
         let repository = e.target.repository.clone();
+        if let Some(publisher) = super::records::publisher_of(&repository) {
+            // A record and its signature arrive as two pushes: the tag moves last.
+            if e.action == "push" && e.target.tag.as_deref() == Some(super::records::CURRENT) {
+                // On a blocking thread driving the future itself, as the start-up rebuild does:
+                // the walk's futures are not `Send` enough for `tokio::spawn`.
+                let (me, publisher, handle) =
+                    (Arc::clone(self), publisher.to_string(), tokio::runtime::Handle::current());
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = handle.block_on(me.publisher_changed(&publisher)) {
+                        tracing::warn!(%publisher, "catalog: publisher record: {err}");
+                    }
+                });
+            }
+            return;
+        }
         match e.action.as_str() {
             "delete" if self.index.remove(&e.target.digest).and_then(|_| self.index.commit()).is_err() => {
                 tracing::warn!(digest = %e.target.digest, "catalog: could not remove a deleted image");
@@ -208,8 +373,13 @@ impl Catalog {
             self.index.remove(digest)?;
             return Ok(());
         };
-        match harvest(&repo, repository, &image, &self.settings).await? {
-            Some(v) => self.index.upsert(&v)?,
+        match harvest(&repo, repository, &image, &self.settings()).await? {
+            Some(mut v) => {
+                if let Some(r) = self.reputation.get() {
+                    r.fill(&mut v);
+                }
+                self.index.upsert(&v)?
+            }
             None => self.index.remove(digest)?,
         }
         Ok(())
@@ -221,10 +391,14 @@ impl Catalog {
             .route("/api/v1/search", axum::routing::get(search))
             .route("/api/v1/plugins/{publisher}/{name}", axum::routing::get(plugin))
             .with_state(Arc::clone(self))
+            .merge(super::reputation::routes(self))
+            .merge(super::ui::routes(self))
+            .merge(super::openapi::routes())
     }
 }
 
-struct ApiError(StatusCode, &'static str, String);
+/// An API error: status, code, message (`{"error": {"code", "message"}}`).
+pub(super) struct ApiError(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -246,6 +420,8 @@ pub struct SearchParams {
     pub runner_api: Option<String>,
     /// Only versions compatible with this core version.
     pub core: Option<String>,
+    /// Only the publishers this tenant sees: the first-party ones and those it opted in to.
+    pub tenant: Option<String>,
     /// Every version, not only the newest of each plugin.
     #[serde(default)]
     pub all_versions: bool,
@@ -292,7 +468,10 @@ async fn search(
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let q = params.to_query().map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_query", e))?;
+    let mut q = params.to_query().map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_query", e))?;
+    if let Some(tenant) = &params.tenant {
+        c.restrict_to_tenant(&mut q, tenant).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    }
     let index = Arc::clone(&c.index);
     let results = tokio::task::spawn_blocking(move || index.search(&q))
         .await

@@ -627,6 +627,7 @@ pub fn synthetic_versions(count: usize, seed: u64) -> Vec<PluginVersion> {
                 replacement: None,
                 official: publisher == "berth",
                 installs: (installs_base * (0.5 + rng.unit())) as u64,
+                failures: 0,
                 created: Some(format!("2025-{:02}-{:02}T12:00:00Z", rng.range(1, 12), rng.range(1, 28))),
             });
         }

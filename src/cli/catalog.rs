@@ -1,9 +1,10 @@
 //! `berth search`, `berth info` (ask a catalog) and `berth index rebuild` (write the search
 //! index anew from registry data alone).
 
-use crate::catalog::harvest::{HarvestSettings, Source};
+use crate::catalog::harvest::{HarvestSettings, Source, Visibility};
 use crate::catalog::index::CatalogIndex;
 use crate::catalog::service::Catalog;
+use crate::config::CatalogMode;
 use crate::content::FsStore;
 use crate::runner::resolve::Trust;
 use anyhow::{Context, Result, bail};
@@ -85,8 +86,19 @@ pub struct RebuildArgs {
     /// First-party publishers (official).
     #[arg(long = "first-party", default_value = "aisopsflow")]
     pub first_party: Vec<String>,
+    /// What to list, as `catalog.mode` of the server: first-party publishers only, also
+    /// approved publishers' verified versions (curated), or every plugin found (all).
+    #[arg(long, value_enum, default_value_t = ListMode::FirstParty)]
+    pub mode: ListMode,
     #[command(flatten)]
     pub remote: super::transfer::RemoteArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListMode {
+    FirstParty,
+    Curated,
+    All,
 }
 
 async fn get(url: &str) -> Result<Value> {
@@ -192,14 +204,14 @@ pub async fn info(a: InfoArgs) -> Result<i32> {
 
 pub async fn index(c: IndexCommand) -> Result<i32> {
     let IndexCommand::Rebuild(a) = c;
-    let (source, host, default_index, default_verifier) = match (&a.data_dir, &a.registry) {
+    let (source, host, default_index, defaults) = match (&a.data_dir, &a.registry) {
         (Some(d), None) => {
             let store = FsStore::open(d)?;
             (
                 Source::Embedded(store),
                 crate::config::DEFAULT_LISTEN.to_string(),
                 Some(d.join("index")),
-                Some(d.join("verifier.pub")),
+                Some((d.join("verifier.pub"), d.join("catalog-root.pub"))),
             )
         }
         (None, Some(r)) => (Source::Registry { host: r.clone(), options: a.remote.options() }, r.clone(), None, None),
@@ -209,19 +221,41 @@ pub async fn index(c: IndexCommand) -> Result<i32> {
     let Some(index_dir) = a.index.clone().or(default_index) else {
         bail!("--index DIR: where to write the index");
     };
+    // With --data-dir, the keys `serve` made there are trusted unless others are named.
+    let (default_verifier, default_root) = defaults.unzip();
     let mut verifiers = super::load_public_keys(&a.verifier_keys)?;
     if a.verifier_keys.is_empty()
         && let Some(p) = default_verifier.filter(|p| p.exists())
     {
         verifiers.extend(super::load_public_keys(&[p])?);
     }
-    let trust = Trust {
-        publishers: super::load_public_keys(&a.keys)?,
-        roots: super::load_public_keys(&a.root_keys)?,
-        verifiers,
+    let mut roots = super::load_public_keys(&a.root_keys)?;
+    if a.root_keys.is_empty()
+        && let Some(p) = default_root.filter(|p| p.exists())
+    {
+        roots.extend(super::load_public_keys(&[p])?);
+    }
+    let trust = Trust { publishers: super::load_public_keys(&a.keys)?, roots, verifiers };
+    let listing = match a.mode {
+        ListMode::FirstParty => Some(CatalogMode::FirstParty),
+        ListMode::Curated => Some(CatalogMode::Curated),
+        ListMode::All => None,
+    }
+    .map(|mode| Visibility { mode, approved: Default::default() });
+    let settings = HarvestSettings {
+        trust,
+        first_party: a.first_party.clone(),
+        registry: host.clone(),
+        listing,
+        ..HarvestSettings::default()
     };
-    let settings = HarvestSettings { trust, first_party: a.first_party.clone(), registry: host.clone() };
     let catalog = Catalog::new(CatalogIndex::open(&index_dir)?, settings, host, a.remote.options());
+    // Reputation lives in the deployment's database, not in the registry: a rebuild keeps it.
+    if let Some(d) = &a.data_dir {
+        catalog.set_reputation(std::sync::Arc::new(crate::catalog::reputation::Reputation::open(
+            &d.join("catalog.sqlite"),
+        )?));
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} repositories, {msg}")

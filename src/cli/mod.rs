@@ -135,6 +135,9 @@ pub struct ServeArgs {
     /// listening on a non-loopback address without accounts.
     #[arg(long)]
     pub no_protected_mode: bool,
+    /// Do not publish the first-party seed (`catalog.seed = ""`).
+    #[arg(long)]
+    pub no_seed: bool,
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +177,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             if a.no_protected_mode {
                 c.server.protected_mode = false;
+            }
+            if a.no_seed {
+                c.catalog.seed = Some(std::path::PathBuf::new());
             }
             crate::registry::server::run(&c).await?;
             Ok(0)

@@ -55,7 +55,9 @@ pub async fn run(c: PolicyCommand) -> Result<i32> {
         let image = repo.resolve(&tag).await.with_context(|| format!("resolving {}", a.reference))?;
         pinned.digest = Some(image.digest().to_string().parse()?);
     }
-    let resolved = resolve(&repo, &pinned, &trust).await?;
+    let (trust, record_problem) = crate::runner::resolve::with_publisher_record(&repo, &pinned, &trust).await;
+    let mut resolved = resolve(&repo, &pinned, &trust).await?;
+    resolved.ignored.extend(record_problem);
     let decision = decide(
         &policy,
         &Subject {

@@ -351,42 +351,10 @@ pub async fn publish(a: PublishArgs) -> Result<i32> {
             let (o, d, _) = resolve(&e, &a.remote).await?;
             (Some(o), d)
         }
-        (None, Some(bin)) => {
-            let mut spec = pack_spec(bin, &[], 8080, &[])?;
-            if let Some(port) = manifest.pointer("/runtime/port").and_then(|p| p.as_u64()) {
-                spec.port = u16::try_from(port).context("/runtime/port does not fit a port number")?;
-            }
-            let notes = [
-                ("org.opencontainers.image.title", name.as_str()),
-                ("org.opencontainers.image.version", version.as_str()),
-                ("org.opencontainers.image.vendor", publisher.as_str()),
-            ];
-            for (k, v) in notes {
-                spec.annotations.insert(k.to_string(), v.to_string());
-            }
-            for (k, ptr) in [
-                ("org.opencontainers.image.description", "/description"),
-                ("org.opencontainers.image.licenses", "/license"),
-                ("org.opencontainers.image.source", "/source"),
-            ] {
-                if let Some(v) = manifest.pointer(ptr).and_then(|v| v.as_str()) {
-                    spec.annotations.insert(k.to_string(), v.to_string());
-                }
-            }
-            (None, pack::pack(&spec, &memory, None).await?)
-        }
+        (None, Some(bin)) => (None, pack::pack(&PackSpec::for_plugin(bin, &manifest)?, &memory, None).await?),
         (None, None) => bail!("give --image or --binary"),
     };
-    let sbom = match (&a.sbom, a.dir.join("sbom.cdx.json")) {
-        (Some(p), _) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-        (None, p) if p.exists() => std::fs::read(&p)?,
-        (None, _) => {
-            let lock_path = a.cargo_lock.clone().unwrap_or_else(|| a.dir.join("Cargo.lock"));
-            let lock = std::fs::read_to_string(&lock_path)
-                .with_context(|| format!("no SBOM given and {} cannot be read to make one", lock_path.display()))?;
-            serde_json::to_vec_pretty(&crate::sbom::from_cargo_lock(&lock, &name, &version)?)?
-        }
-    };
+    let sbom = artifacts::plugin_sbom(&a.dir, a.sbom.as_deref(), a.cargo_lock.as_deref(), &name, &version)?;
     let dst_ref = crate::oci::ImageReference::parse(&format!("{}/{publisher}/{name}", a.registry))
         .with_context(|| format!("registry {:?} with repository {publisher}/{name}", a.registry))?;
     let dst = crate::content::remote::open(&dst_ref, a.remote.options())?;

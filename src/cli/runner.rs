@@ -47,6 +47,18 @@ impl RunnerCommon {
         Ok(Runner::new(self.config()?)?)
     }
 
+    /// [`Self::runner`], reporting installs and failed requests to `catalog` when given.
+    fn reporting_runner(&self, catalog: Option<&str>) -> Result<Runner> {
+        let runner = self.runner()?;
+        Ok(match catalog {
+            Some(url) => {
+                let reporter = crate::runner::report::Reporter::start(url, &runner.config.data_dir)?;
+                runner.with_reporter(reporter)
+            }
+            None => runner,
+        })
+    }
+
     fn config(&self) -> Result<RunnerConfig> {
         let policy = Policy::load(&self.policy)?;
         let trust = Trust {
@@ -86,12 +98,16 @@ pub struct RunArgs {
     /// The entrypoint's config (JSON object).
     #[arg(long, default_value = "{}")]
     pub config: String,
+    /// Report the install and failed requests to this catalog (`http[s]://host[:port]` of a
+    /// `berth serve`), anonymously, under a random runner id kept in the data directory.
+    #[arg(long, value_name = "URL", env = "BERTH_CATALOG")]
+    pub catalog: Option<String>,
 }
 
 pub async fn run(a: RunArgs) -> Result<i32> {
     let input: serde_json::Value = serde_json::from_str(&a.input).context("--input is not JSON")?;
     let config: serde_json::Value = serde_json::from_str(&a.config).context("--config is not JSON")?;
-    let runner = a.common.runner()?;
+    let runner = a.common.reporting_runner(a.catalog.as_deref())?;
     let installed = runner.install(&a.reference).await?;
     for p in &installed.decision.parts {
         eprintln!("{} {}: {}", p.verdict, p.aspect, p.reason);
@@ -123,8 +139,14 @@ pub async fn run(a: RunArgs) -> Result<i32> {
         exit
     };
     instance.stop().await;
+    if let Some(r) = runner.reporter() {
+        r.flush(REPORT_FLUSH).await;
+    }
     Ok(code)
 }
+
+/// How long a runner about to exit waits for its reports to the catalog to go out.
+const REPORT_FLUSH: Duration = Duration::from_secs(3);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (`kill`, systemd, Kubernetes).
 async fn terminated() {
@@ -166,6 +188,10 @@ pub struct RunnerArgs {
     /// Restarts of a plugin before it is left failed.
     #[arg(long, default_value_t = 5)]
     pub max_restarts: u32,
+    /// Report installs and failed requests to this catalog (`http[s]://host[:port]` of a
+    /// `berth serve`), anonymously, under a random runner id kept in the data directory.
+    #[arg(long, value_name = "URL", env = "BERTH_CATALOG")]
+    pub catalog: Option<String>,
 }
 
 pub async fn service(a: RunnerArgs) -> Result<i32> {
@@ -173,7 +199,8 @@ pub async fn service(a: RunnerArgs) -> Result<i32> {
     if !addr.ip().is_loopback() {
         bail!("--listen {addr}: the runner API has no authentication and listens on loopback only");
     }
-    let runner = a.common.runner()?;
+    let runner = a.common.reporting_runner(a.catalog.as_deref())?;
+    let reporter = runner.reporter().cloned();
     let supervision = Supervision {
         health_interval: a.health_interval,
         failures_before_restart: a.failures_before_restart.max(1),
@@ -185,6 +212,9 @@ pub async fn service(a: RunnerArgs) -> Result<i32> {
         terminated().await;
     };
     Service::new(runner, supervision).serve(listener, shutdown).await?;
+    if let Some(r) = reporter {
+        r.flush(REPORT_FLUSH).await;
+    }
     Ok(0)
 }
 

@@ -253,7 +253,12 @@ impl RemoteRegistry {
     }
 
     fn authorize(&self, rb: RequestBuilder, scope: &str) -> RequestBuilder {
-        if let Some(t) = self.cached_token(scope) {
+        self.authorize_with(rb, self.cached_token(scope))
+    }
+
+    /// Adds `token` (Bearer), else Basic credentials once a registry asked for them.
+    fn authorize_with(&self, rb: RequestBuilder, token: Option<String>) -> RequestBuilder {
+        if let Some(t) = token {
             return rb.bearer_auth(t);
         }
         if *self.basic.lock().unwrap_or_else(|p| p.into_inner())
@@ -264,9 +269,10 @@ impl RemoteRegistry {
         rb
     }
 
-    /// Answers a 401 challenge: fetches a token (Bearer) or switches to Basic.
-    /// Returns false when there is nothing more to try.
-    async fn handle_challenge(&self, resp: &Response, scope: &str) -> Result<bool> {
+    /// Answers a 401 challenge to a request sent with `sent` (the Bearer token, if any):
+    /// fetches a token (Bearer) or switches to Basic. Returns false when there is nothing more
+    /// to try.
+    async fn handle_challenge(&self, resp: &Response, scope: &str, sent: Option<&str>) -> Result<bool> {
         let Some(h) = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
             return Ok(false);
         };
@@ -281,10 +287,15 @@ impl RemoteRegistry {
                 Ok(true)
             }
             "bearer" => {
-                if self.cached_token(scope).is_some() {
-                    // A token for this scope was refused: asking again will not help.
-                    self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
-                    return Ok(false);
+                match (self.cached_token(scope), sent) {
+                    // The token this request carried was refused: asking again will not help.
+                    (Some(cached), Some(sent)) if cached == sent => {
+                        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
+                        return Ok(false);
+                    }
+                    // Another request fetched a token since this one was sent: use it.
+                    (Some(_), _) => return Ok(true),
+                    (None, _) => {}
                 }
                 let realm =
                     params.get("realm").ok_or_else(|| remote_err(format!("Bearer challenge without realm: {h}")))?;
@@ -334,11 +345,12 @@ impl RemoteRegistry {
         let mut attempt = 0;
         let mut auth_rounds = 0;
         loop {
-            let res = self.authorize(build(), scope).send().await;
+            let sent = self.cached_token(scope);
+            let res = self.authorize_with(build(), sent.clone()).send().await;
             match res {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED && auth_rounds < 2 => {
                     auth_rounds += 1;
-                    if !self.handle_challenge(&r, scope).await? {
+                    if !self.handle_challenge(&r, scope, sent.as_deref()).await? {
                         return Ok(r);
                     }
                 }

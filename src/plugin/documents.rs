@@ -191,6 +191,13 @@ pub enum KeyStatus {
     Revoked,
 }
 
+/// Orders two RFC 3339 times (`time` of reports and status) by the instant they name, so that
+/// `…:21Z` and `…:21.500Z` compare right; a time that does not parse sorts before any that does.
+pub fn time_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let at = |s: &str| humantime::parse_rfc3339_weak(s).ok();
+    at(a).cmp(&at(b)).then_with(|| a.cmp(b))
+}
+
 /// Validates a verification report predicate; check names must be unique.
 pub fn validate_verification_report(json: &Value) -> Result<VerificationReport, ValidationErrors> {
     run(Schema::VerificationReport, json, |json| {

@@ -316,3 +316,13 @@ fn runner_api_openapi_parses_and_its_refs_resolve() {
     let codes = doc.pointer("/components/schemas/ErrorCode/enum").and_then(Value::as_array).expect("codes");
     assert_eq!(codes.len(), 8);
 }
+
+#[test]
+fn times_order_by_instant_not_by_text() {
+    use crate::plugin::documents::time_order;
+    use std::cmp::Ordering;
+    // As text "…21Z" sorts after "…21.500Z"; as instants it is earlier.
+    assert_eq!(time_order("2026-11-26T02:13:21Z", "2026-11-26T02:13:21.500Z"), Ordering::Less);
+    assert_eq!(time_order("2026-11-26T02:13:22Z", "2026-11-26T02:13:21.999Z"), Ordering::Greater);
+    assert_eq!(time_order("not a time", "2026-11-26T02:13:21Z"), Ordering::Less);
+}

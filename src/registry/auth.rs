@@ -73,6 +73,54 @@ pub struct AuthSettings {
     pub service: String,
 }
 
+/// Credentials kept outside the configuration: the catalog's publisher push tokens.
+pub trait CredentialSource: Send + Sync {
+    /// The namespaces (`acme/*`) `user` may push to and delete from when `secret` is one
+    /// of its live credentials; `None` when it is not.
+    fn check(&self, user: &str, secret: &str) -> Option<Vec<String>>;
+}
+
+/// The account berth's own services inside `serve` (verifier, catalog, seed) use when they
+/// reach the registry over HTTP: a random secret made at start, never written anywhere,
+/// with every right. Its name is reserved: the configuration refuses an account of that name.
+pub struct InternalAccount {
+    secret: String,
+}
+
+/// The internal account's user name.
+pub const INTERNAL_USER: &str = "_berth";
+
+impl InternalAccount {
+    pub fn new() -> InternalAccount {
+        InternalAccount { secret: hex::encode(rand::random::<[u8; 32]>()) }
+    }
+
+    /// (user, password) for a client.
+    pub fn credentials(&self) -> (String, String) {
+        (INTERNAL_USER.to_string(), self.secret.clone())
+    }
+}
+
+impl Default for InternalAccount {
+    fn default() -> Self {
+        InternalAccount::new()
+    }
+}
+
+impl CredentialSource for InternalAccount {
+    fn check(&self, user: &str, secret: &str) -> Option<Vec<String>> {
+        use subtle_eq::eq;
+        (user == INTERNAL_USER && eq(secret.as_bytes(), self.secret.as_bytes())).then(|| vec!["*".to_string()])
+    }
+}
+
+/// Comparison whose time does not depend on where two secrets differ.
+mod subtle_eq {
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
 /// What a request asks to touch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
@@ -128,6 +176,15 @@ pub struct Auth {
     /// Recently verified (account, SHA-256 of password) pairs, so Basic auth on every
     /// request does not pay for argon2 every time.
     verified: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+    /// Credentials besides the accounts: berth's internal account, the catalog's publisher
+    /// push tokens.
+    extra: std::sync::RwLock<Vec<std::sync::Arc<dyn CredentialSource>>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("settings", &self.settings).finish_non_exhaustive()
+    }
 }
 
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
@@ -156,11 +213,17 @@ pub fn parse_scope(scope: &str) -> Option<AccessEntry> {
 
 impl Auth {
     pub fn new(settings: AuthSettings, key: Vec<u8>) -> Self {
-        Auth { settings, key, verified: Mutex::new(HashMap::new()) }
+        Auth { settings, key, verified: Mutex::new(HashMap::new()), extra: Default::default() }
     }
 
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
+    }
+
+    /// Accepts the credentials `source` vouches for besides the configured accounts. They
+    /// count as accounts limited to the namespaces it names.
+    pub fn add_credential_source(&self, source: std::sync::Arc<dyn CredentialSource>) {
+        self.extra.write().unwrap_or_else(|p| p.into_inner()).push(source);
     }
 
     fn protected_mode(&self) -> bool {
@@ -206,7 +269,7 @@ impl Auth {
                 let account = self
                     .check_password(&user, &pass)
                     .ok_or_else(|| self.challenge(host, resource, action, "the user name or password is wrong"))?;
-                if self.account_may(account, resource, action) {
+                if self.account_may(&account, resource, action) {
                     return Ok(Identity::Account(account.name.clone()));
                 }
                 return Err(self.denied(resource, action, Some(&account.name)));
@@ -280,14 +343,19 @@ impl Auth {
         !self.settings.anonymous_pull && !self.protected_mode()
     }
 
-    /// Looks up `user` and checks `password` against its argon2 hash.
-    pub fn check_password(&self, user: &str, password: &str) -> Option<&Account> {
-        let account = self.settings.accounts.iter().find(|a| a.name == user)?;
+    /// Looks up `user` and checks `password` against its argon2 hash, or else asks the
+    /// credential source (publisher push tokens).
+    pub fn check_password(&self, user: &str, password: &str) -> Option<Account> {
+        let Some(account) = self.settings.accounts.iter().find(|a| a.name == user) else {
+            let extra = self.extra.read().unwrap_or_else(|p| p.into_inner());
+            let namespaces = extra.iter().find_map(|s| s.check(user, password))?;
+            return Some(Account { name: user.to_string(), password_hash: String::new(), namespaces });
+        };
         let key = (user.to_string(), <Sha256 as sha2::Digest>::digest(password.as_bytes()).into());
         {
             let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if cache.get(&key).is_some_and(|t| t.elapsed() < VERIFIED_TTL) {
-                return Some(account);
+                return Some(account.clone());
             }
         }
         let hash = PasswordHash::new(&account.password_hash).ok()?;
@@ -297,7 +365,7 @@ impl Auth {
             cache.clear();
         }
         cache.insert(key, Instant::now());
-        Some(account)
+        Some(account.clone())
     }
 
     /// The token endpoint: grants what `account` (or an anonymous client) may of `scopes`.

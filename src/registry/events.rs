@@ -114,6 +114,45 @@ impl Events {
         let _ = self.tx.send(event);
     }
 
+    /// Announces a manifest that berth itself wrote into the embedded store (not through the
+    /// HTTP API: publisher records, lifecycle status), as the API would have: a `push` event
+    /// for `repository` with the manifest's `subject` and `artifactType`.
+    pub fn announce_push(
+        &self,
+        repository: &str,
+        manifest: &oci_spec::image::Descriptor,
+        subject: Option<String>,
+        tag: Option<String>,
+        actor: &str,
+    ) {
+        let digest = manifest.digest().to_string();
+        self.publish(Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: Events::now(),
+            action: "push".to_string(),
+            target: EventTarget {
+                media_type: manifest.media_type().to_string(),
+                size: manifest.size(),
+                digest: digest.clone(),
+                length: manifest.size(),
+                repository: repository.to_string(),
+                url: format!("/v2/{repository}/manifests/{digest}"),
+                tag,
+                artifact_type: manifest.artifact_type().as_ref().map(|a| a.to_string()),
+                subject,
+            },
+            request: EventRequest {
+                id: uuid::Uuid::new_v4().to_string(),
+                addr: String::new(),
+                host: String::new(),
+                method: "PUT".to_string(),
+                useragent: concat!("berth/", env!("CARGO_PKG_VERSION"), " (in-process)").to_string(),
+            },
+            actor: EventActor { name: Some(actor.to_string()) },
+            source: self.source.clone(),
+        });
+    }
+
     pub fn now() -> String {
         humantime::format_rfc3339_millis(SystemTime::now()).to_string()
     }

@@ -35,6 +35,9 @@ pub struct Registry {
     pub store: Arc<FsStore>,
     pub auth: Auth,
     pub events: Events,
+    /// What berth's own services in `serve` authenticate with over HTTP (see
+    /// [`auth::InternalAccount`]).
+    pub internal: crate::content::remote::Credentials,
 }
 
 /// The registry's routes: `/v2/…` and the token endpoint `/token`.
@@ -732,7 +735,7 @@ async fn token(State(reg): State<Arc<Registry>>, req: Request) -> Response {
         );
     let account = match creds {
         Some((u, p)) => match reg.auth.check_password(&u, &p) {
-            Some(a) => Some(a.clone()),
+            Some(a) => Some(a),
             None => {
                 return RegistryError::unauthorized(
                     "Basic realm=\"berth\"".to_string(),

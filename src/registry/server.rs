@@ -27,6 +27,11 @@ pub enum ServeError {
     Verification(#[from] crate::verify::worker::WorkerError),
     #[error(transparent)]
     Catalog(#[from] crate::catalog::service::CatalogError),
+    /// The message names the key file.
+    #[error("catalog.root_key_file: {0}")]
+    RootKey(String),
+    #[error(transparent)]
+    Directory(#[from] crate::catalog::directory::DirectoryError),
 }
 
 /// Reads the token signing key, creating a random one (mode 0600) on first start.
@@ -70,7 +75,11 @@ pub fn open(config: &Config) -> Result<Arc<Registry>, ServeError> {
         key,
     );
     let events = Events::new(config.server.listen.clone());
-    Ok(Arc::new(Registry { store, auth, events }))
+    let internal = Arc::new(super::auth::InternalAccount::new());
+    auth.add_credential_source(internal.clone());
+    let (username, password) = internal.credentials();
+    let internal = crate::content::remote::Credentials { username, password };
+    Ok(Arc::new(Registry { store, auth, events, internal }))
 }
 
 /// Serves `registry` on `listener` until `shutdown` completes.
@@ -106,29 +115,80 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
     let mut app = router(Arc::clone(&registry));
     let mut tasks = Vec::new();
     let mut verifier_key = None;
+    let mut sources = crate::metrics::Sources::default();
+    // The catalog root key signs publisher records and lifecycle status; the verifier and the
+    // catalog trust records it signed.
+    let root = if config.catalog.enabled {
+        let path =
+            config.catalog.root_key_file.clone().unwrap_or_else(|| config.server.data_dir.join("catalog-root.key"));
+        let password = std::env::var("BERTH_CATALOG_ROOT_PASSWORD").unwrap_or_default();
+        Some(Arc::new(crate::sign::load_or_create_key(&path, password.as_bytes()).map_err(ServeError::RootKey)?))
+    } else {
+        None
+    };
     if config.verification.enabled {
         let v = crate::verify::worker::Verification::open(config, Arc::clone(&registry), local)?;
         verifier_key = Some(v.public_key());
+        if let Some(root) = &root {
+            let mut roots = vec![root.public_key().clone()];
+            for p in &config.catalog.root_keys {
+                let pem =
+                    std::fs::read_to_string(p).map_err(|e| ServeError::RootKey(format!("{}: {e}", p.display())))?;
+                roots.push(
+                    crate::sign::load_public_key(&pem)
+                        .map_err(|e| ServeError::RootKey(format!("{}: {e}", p.display())))?,
+                );
+            }
+            v.trust_publisher_records(roots);
+        }
+        sources.queue = Some(Arc::clone(&v.queue));
         tasks = v.spawn();
         app = app.merge(v.routes());
     }
-    if config.catalog.enabled {
-        let catalog = crate::catalog::service::open(config, &registry, local, verifier_key)?;
+    if let Some(root) = root {
+        let catalog = crate::catalog::service::open(config, &registry, local, verifier_key, root.public_key().clone())?;
+        let db = config.catalog.database.clone().unwrap_or_else(|| config.server.data_dir.join("catalog.sqlite"));
+        let directory = Arc::new(crate::catalog::directory::Directory::open(&db)?);
+        catalog.set_directory(Arc::clone(&directory));
+        // Publisher push tokens are registry credentials for their namespace.
+        registry.auth.add_credential_source(directory.clone());
+        let governance = crate::catalog::governance::Governance::new(
+            config,
+            directory,
+            Arc::clone(&registry),
+            Arc::clone(&catalog),
+            root,
+        );
+        app = app.merge(governance.routes());
+        sources.index = Some(Arc::clone(&catalog.index));
         tasks.extend(catalog.spawn(&registry));
-        if catalog.index.needs_rebuild() {
+        {
             let (c, store) = (Arc::clone(&catalog), Arc::clone(&registry.store));
+            let rebuild = catalog.index.needs_rebuild();
             // On a blocking thread driving the future itself: the walk's futures are not
             // `'static` enough for `tokio::spawn`, and a rebuild is a batch job anyway.
             let handle = tokio::runtime::Handle::current();
             tasks.push(tokio::task::spawn_blocking(move || {
-                match handle.block_on(c.rebuild(&crate::catalog::harvest::Source::Embedded(store))) {
+                let source = crate::catalog::harvest::Source::Embedded(store);
+                if !rebuild {
+                    // The index is current; the publisher records it was built with are read again.
+                    if let Err(e) = handle.block_on(c.load_publishers(&source)) {
+                        tracing::error!("catalog publisher records: {e}");
+                    }
+                    return;
+                }
+                match handle.block_on(c.rebuild(&source)) {
                     Ok(r) => tracing::info!(versions = r.versions, seconds = r.seconds, "catalog index built"),
                     Err(e) => tracing::error!("catalog index build: {e}"),
                 }
             }));
         }
         app = app.merge(catalog.routes());
+        // Mode A: the first-party plugins, published in the background if missing.
+        tasks.extend(crate::catalog::seed::spawn(config, &registry, local));
     }
+    // Last, so that every route is measured; `/metrics` included.
+    let app = crate::metrics::Metrics::new(Arc::clone(&registry), sources).instrument(app);
     let result = serve_app(listener, app, shutdown_signal()).await;
     for t in tasks {
         t.abort();

@@ -147,6 +147,8 @@ impl Installed {
 pub struct Runner {
     pub config: RunnerConfig,
     audit: Arc<AuditLog>,
+    /// Tells a catalog about installs and failed requests, when set.
+    reporter: Option<super::report::Reporter>,
 }
 
 impl Runner {
@@ -163,7 +165,16 @@ impl Runner {
         // their exit status can be collected (see the module docs).
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        Ok(Runner { config, audit })
+        Ok(Runner { config, audit, reporter: None })
+    }
+
+    /// Reports installs (first healthy start of an image) and failed requests to a catalog.
+    pub fn with_reporter(self, reporter: super::report::Reporter) -> Runner {
+        Runner { reporter: Some(reporter), ..self }
+    }
+
+    pub fn reporter(&self) -> Option<&super::report::Reporter> {
+        self.reporter.as_ref()
     }
 
     pub fn audit(&self) -> &Arc<AuditLog> {
@@ -194,7 +205,10 @@ impl Runner {
         }
         let repo = crate::content::remote::open(&image_ref, self.config.remote.clone())
             .map_err(|source| RunError::Content { reference: reference.to_string(), source })?;
-        let resolved = resolve(&repo, &image_ref, &self.config.trust).await?;
+        let (trust, record_problem) =
+            super::resolve::with_publisher_record(&repo, &image_ref, &self.config.trust).await;
+        let mut resolved = resolve(&repo, &image_ref, &trust).await?;
+        resolved.ignored.extend(record_problem);
         let decision = decide(
             &self.config.policy,
             &Subject {
@@ -453,6 +467,7 @@ impl Runner {
             callbacks,
             client: reqwest::Client::builder().no_proxy().build().map_err(|e| net_err(e.to_string()))?,
             audit: Arc::clone(&self.audit),
+            reporter: self.reporter.clone(),
             stopped: std::sync::atomic::AtomicBool::new(false),
         };
         match instance.wait_healthy(self.config.start_timeout).await {
@@ -465,6 +480,9 @@ impl Runner {
                            "limits": {"cpu_millicores": sandbox.limits.cpu_millicores, "memory_mib": sandbox.limits.memory_mib, "pids": sandbox.limits.pids},
                            "egress": installed.decision.egress, "secrets": installed.decision.secrets, "start_ms": ms.round()}),
                 );
+                if let Some(r) = &self.reporter {
+                    r.installed(&instance.reference);
+                }
                 Ok(instance)
             }
             Err(reason) => {
@@ -632,6 +650,7 @@ pub struct Instance {
     callbacks: Arc<Mutex<Vec<Value>>>,
     client: reqwest::Client,
     audit: Arc<AuditLog>,
+    reporter: Option<super::report::Reporter>,
     stopped: std::sync::atomic::AtomicBool,
 }
 
@@ -784,6 +803,9 @@ impl Instance {
                              "exit": self.exited()});
         if let Err(e) = self.audit.append("request.failed", &self.plugin, details) {
             tracing::error!("audit trail: {e}");
+        }
+        if let Some(r) = &self.reporter {
+            r.failed(&self.reference);
         }
         Err(err)
     }

@@ -12,6 +12,7 @@
 
 use crate::content::{ContentError, GraphTarget};
 use crate::oci::ImageReference;
+use crate::plugin::documents::time_order;
 use crate::plugin::documents::{LifecycleStatus, Status, VerificationReport, VerificationState};
 use crate::plugin::{
     LIFECYCLE_STATUS_MEDIA_TYPE, PLUGIN_MANIFEST_MEDIA_TYPE, PluginManifest, STATUS_PREDICATE_TYPE,
@@ -70,6 +71,34 @@ pub struct Resolved {
     pub report: Option<ReportSummary>,
     /// Statements found but not believed, with the reason.
     pub ignored: Vec<String>,
+}
+
+/// `trust` plus the keys reachable from its root keys (`DESIGN.md` § trust chain): the active
+/// keys of the publisher record of `reference`'s publisher (`berth/publishers/<publisher>` in
+/// the same registry) when a root key signed it. A missing or untrusted record adds nothing
+/// (its problem is returned, for the `ignored` list), so configured publisher keys keep working.
+pub async fn with_publisher_record(
+    repo: &crate::content::remote::RemoteRepository,
+    reference: &ImageReference,
+    trust: &Trust,
+) -> (Trust, Option<String>) {
+    let mut out = trust.clone();
+    if trust.roots.is_empty() {
+        return (out, None);
+    }
+    let publisher = reference.repository.split('/').next().unwrap_or_default();
+    let records = match repo.registry().repository(&crate::catalog::records::repository(publisher)) {
+        Ok(r) => r,
+        Err(e) => return (out, Some(format!("publisher record of {publisher}: {e}"))),
+    };
+    match crate::catalog::records::read(&records, publisher, &trust.roots).await {
+        Ok(Some(record)) => {
+            out.publishers.extend(crate::catalog::records::active_keys(&record));
+            (out, None)
+        }
+        Ok(None) => (out, None),
+        Err(e) => (out, Some(e.to_string())),
+    }
 }
 
 /// Refuses anything but `…@sha256:…`.
@@ -170,8 +199,7 @@ async fn lifecycle(
                 "lifecycle status in {}: its subject {} is not this image",
                 a.manifest, s.subject.digest
             )),
-            // RFC 3339 timestamps in UTC compare as strings.
-            Ok(s) if newest.as_ref().is_none_or(|n| s.time > n.time) => newest = Some(s),
+            Ok(s) if newest.as_ref().is_none_or(|n| time_order(&s.time, &n.time).is_gt()) => newest = Some(s),
             Ok(_) => {}
             Err(e) => ignored.push(format!("lifecycle status in {}: not a status/v1 predicate: {e}", a.manifest)),
         }
@@ -205,7 +233,7 @@ async fn report(
     let mut newest: Option<ReportSummary> = None;
     for a in verified {
         match serde_json::from_value::<VerificationReport>(a.statement.predicate.clone()) {
-            Ok(r) if newest.as_ref().is_none_or(|n| r.time > n.time) => {
+            Ok(r) if newest.as_ref().is_none_or(|n| time_order(&r.time, &n.time).is_gt()) => {
                 newest = Some(ReportSummary {
                     verifier: r.verifier.id,
                     state: match r.state {

@@ -1090,21 +1090,8 @@ mod tests {
 
     #[test]
     fn every_example_matches_its_schema() {
-        fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-            match v {
-                Value::Object(m) => {
-                    if m.contains_key("schema") && (m.contains_key("example") || m.contains_key("examples")) {
-                        out.push(v);
-                    }
-                    m.values().for_each(|v| walk(v, out));
-                }
-                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
-                _ => {}
-            }
-        }
         let doc = doc();
-        let mut media = Vec::new();
-        walk(&doc, &mut media);
+        let media = crate::catalog::openapi::media_with_examples(&doc);
         let mut checked = 0;
         for m in media {
             let examples = m["examples"].as_object().into_iter().flatten().map(|(k, e)| (k.as_str(), &e["value"]));

@@ -197,6 +197,27 @@ pub fn load_private_key(pem: &str, password: &[u8]) -> Result<KeyPair, SignError
     KeyPair::from_encrypted_pem(pem, password)
 }
 
+/// Reads the encrypted private key at `path`, creating one on first use (cosign's
+/// encrypted format, mode 0600, with the public half beside it as `<path>.pub`, mode 0644;
+/// both written atomically). Errors are messages naming the path.
+pub fn load_or_create_key(path: &std::path::Path, password: &[u8]) -> Result<KeyPair, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    match std::fs::read_to_string(path) {
+        Ok(pem) => return load_private_key(&pem, password).map_err(|e| at(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(at(&e)),
+    }
+    let key = generate_key(password).map_err(|e| at(&e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| at(&e))?;
+    }
+    let public = path.with_extension("pub");
+    let pem = key.public_key().to_pem().map_err(|e| at(&e))?;
+    crate::content::fs::write_atomic(&public, pem.as_bytes(), 0o644).map_err(|e| at(&e))?;
+    crate::content::fs::write_atomic(path, key.encrypted_private_pem().as_bytes(), 0o600).map_err(|e| at(&e))?;
+    Ok(key)
+}
+
 /// Reads a PKIX public key PEM (see [`PublicKey::from_pem`]).
 pub fn load_public_key(pem: &str) -> Result<PublicKey, SignError> {
     PublicKey::from_pem(pem)

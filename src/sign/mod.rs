@@ -19,7 +19,9 @@ pub mod keys;
 pub mod legacy;
 
 pub use bundle::{Bundle, Statement, pae, sign_statement, sign_subject};
-pub use keys::{KeyPair, PublicKey, generate_key, key_id_from_hint, load_private_key, load_public_key};
+pub use keys::{
+    KeyPair, PublicKey, generate_key, key_id_from_hint, load_or_create_key, load_private_key, load_public_key,
+};
 pub use legacy::{legacy_payload, sign_legacy, signature_tag};
 
 use crate::content::{ContentError, GraphTarget, fetch_all};

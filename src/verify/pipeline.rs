@@ -131,7 +131,8 @@ pub async fn verify(
         api_version: VERIFICATION_API_VERSION.to_string(),
         subject: Subject { digest: digest.to_string(), repository: Some(repository) },
         verifier: Verifier { id: settings.verifier_id.clone(), version: Some(env!("CARGO_PKG_VERSION").to_string()) },
-        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        // Milliseconds: a re-verification within the same second must still be the newest.
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         state,
         compatibility,
         checks: list,

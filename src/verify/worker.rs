@@ -50,7 +50,8 @@ const CYCLONEDX: &str = "application/vnd.cyclonedx+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("verification.key_file {path}: {message}")]
+    /// `message` names the key file.
+    #[error("verification.key_file: {message}")]
     Key { path: String, message: String },
     #[error("verification.publishers.{publisher}: {path}: {message}")]
     PublisherKey { publisher: String, path: String, message: String },
@@ -76,6 +77,8 @@ pub struct StoredReview {
 pub struct Verification {
     pub queue: Arc<Queue>,
     settings: Arc<Settings>,
+    /// Catalog root keys: a publisher record they signed adds its keys to `publisher_keys`.
+    roots: std::sync::OnceLock<Vec<PublicKey>>,
     vulndb: Option<Arc<VulnDb>>,
     key: Arc<KeyPair>,
     registry: Arc<Registry>,
@@ -98,21 +101,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
 /// `BERTH_VERIFIER_PASSWORD` (empty when unset).
 pub fn verifier_key(path: &Path) -> Result<KeyPair, WorkerError> {
     let password = std::env::var("BERTH_VERIFIER_PASSWORD").unwrap_or_default();
-    let bad = |message: String| WorkerError::Key { path: path.display().to_string(), message };
-    match std::fs::read_to_string(path) {
-        Ok(pem) => return sign::load_private_key(&pem, password.as_bytes()).map_err(|e| bad(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bad(e.to_string())),
-    }
-    let key = sign::generate_key(password.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let public = path.with_extension("pub");
-    let pem = key.public_key().to_pem().map_err(|e| bad(e.to_string()))?;
-    crate::content::fs::write_atomic(&public, pem.as_bytes(), 0o644).map_err(io(&public))?;
-    crate::content::fs::write_atomic(path, key.encrypted_private_pem().as_bytes(), 0o600).map_err(io(path))?;
-    Ok(key)
+    sign::load_or_create_key(path, password.as_bytes())
+        .map_err(|message| WorkerError::Key { path: path.display().to_string(), message })
 }
 
 impl Verification {
@@ -145,7 +135,9 @@ impl Verification {
                     .push(sign::load_public_key(&pem).map_err(|e| bad(e.to_string()))?);
             }
         }
-        let mut remote = RemoteOptions::default();
+        // The worker reaches this registry over HTTP: as the configured account, else as
+        // berth's internal account.
+        let mut remote = RemoteOptions { credentials: Some(registry.internal.clone()), ..RemoteOptions::default() };
         if let Some(user) = &v.registry_username {
             remote.credentials = Some(Credentials {
                 username: user.clone(),
@@ -174,6 +166,7 @@ impl Verification {
         Ok(Arc::new(Verification {
             queue: Arc::new(queue),
             settings: Arc::new(settings),
+            roots: std::sync::OnceLock::new(),
             vulndb,
             key: Arc::new(key),
             registry,
@@ -225,6 +218,16 @@ impl Verification {
         if e.action != "push" {
             return;
         }
+        if let Some(publisher) = crate::catalog::records::publisher_of(&e.target.repository) {
+            // A publisher record changed (approval, key rotation): its plugins' signatures
+            // verify differently now.
+            if e.target.tag.as_deref() == Some(crate::catalog::records::CURRENT) {
+                for (repository, image) in self.plugin_images_of(publisher) {
+                    self.pending.touch((repository, image));
+                }
+            }
+            return;
+        }
         let (Some(subject), Some(kind)) = (&e.target.subject, &e.target.artifact_type) else { return };
         let relevant = match kind.as_str() {
             PLUGIN_MANIFEST_MEDIA_TYPE | CYCLONEDX => true,
@@ -243,6 +246,29 @@ impl Verification {
         // Keyed by the image, so every referrer of one publish extends the same quiet period.
         let Some(image) = self.plugin_image(&e.target.repository, subject).await else { return };
         self.pending.touch((e.target.repository.clone(), image));
+    }
+
+    /// Every tagged plugin image under `publisher/` in the embedded store: (repository, digest).
+    fn plugin_images_of(&self, publisher: &str) -> Vec<(String, String)> {
+        let store = &self.registry.store;
+        let prefix = format!("{publisher}/");
+        let mut found = Vec::new();
+        for repository in store.repositories().unwrap_or_default().into_iter().filter(|r| r.starts_with(&prefix)) {
+            let mut seen = std::collections::HashSet::new();
+            for tag in store.tags(&repository).unwrap_or_default() {
+                let Ok(tag_ref) = crate::content::Reference::parse(&tag) else { continue };
+                let Ok(digest) = store.resolve(&repository, &tag_ref) else { continue };
+                let is_plugin = store.referrers(&repository, &digest).is_ok_and(|rs| {
+                    rs.iter().any(|d| {
+                        d.artifact_type().as_ref().is_some_and(|a| a.to_string() == PLUGIN_MANIFEST_MEDIA_TYPE)
+                    })
+                });
+                if is_plugin && seen.insert(digest.clone()) {
+                    found.push((repository.clone(), digest.to_string()));
+                }
+            }
+        }
+        found
     }
 
     fn repo(&self, repository: &str) -> Option<remote::RemoteRepository> {
@@ -319,6 +345,36 @@ impl Verification {
         })
     }
 
+    /// Trusts the publisher records (`berth/publishers/<name>`) that one of `roots` signed:
+    /// their active keys count as registered for their publisher (once; later calls are ignored).
+    pub fn trust_publisher_records(&self, roots: Vec<PublicKey>) {
+        let _ = self.roots.set(roots);
+    }
+
+    /// The settings for verifying an image of `repository`: the configured keys plus those of
+    /// its publisher's record, read from the registry now (a rotation counts at once).
+    async fn settings_for(&self, repository: &str) -> Arc<Settings> {
+        let Some(roots) = self.roots.get().filter(|r| !r.is_empty()) else { return Arc::clone(&self.settings) };
+        let publisher = repository.split('/').next().unwrap_or_default();
+        let record_repo = crate::catalog::records::repository(publisher);
+        let Ok(target) = self.registry.store.repository(&record_repo) else { return Arc::clone(&self.settings) };
+        match crate::catalog::records::read(&target, publisher, roots).await {
+            Ok(Some(record)) => {
+                let mut s = Settings::clone(&self.settings);
+                s.publisher_keys
+                    .entry(publisher.to_string())
+                    .or_default()
+                    .extend(crate::catalog::records::active_keys(&record));
+                Arc::new(s)
+            }
+            Ok(None) => Arc::clone(&self.settings),
+            Err(e) => {
+                tracing::warn!(%publisher, "verification: {e}");
+                Arc::clone(&self.settings)
+            }
+        }
+    }
+
     /// Runs one claimed job: verify, sign, attach, record.
     async fn run(self: Arc<Self>, claim: Claim) {
         let heartbeat = {
@@ -339,10 +395,10 @@ impl Verification {
         let vulns = self.vulndb.as_deref().map(|v| v as &dyn super::VulnSource);
         // The job names this server by the address it had when queued; it may have another now.
         let reference = format!("{}/{}@{}", self.host, repository_of(&job.reference), job.digest);
+        let settings = self.settings_for(&repository_of(&job.reference)).await;
         let outcome = async {
-            let report = pipeline::verify(&reference, &self.settings, vulns, review.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
+            let report =
+                pipeline::verify(&reference, &settings, vulns, review.as_ref()).await.map_err(|e| e.to_string())?;
             let referrer = pipeline::sign_and_attach(&reference, &report, &self.key, &self.settings.remote)
                 .await
                 .map_err(|e| e.to_string())?;

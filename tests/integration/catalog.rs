@@ -120,7 +120,12 @@ impl Fixture {
     }
 
     fn settings(&self, trust: Trust) -> HarvestSettings {
-        HarvestSettings { trust, first_party: vec!["aisopsflow".into()], registry: self.server.host() }
+        HarvestSettings {
+            trust,
+            first_party: vec!["aisopsflow".into()],
+            registry: self.server.host(),
+            ..HarvestSettings::default()
+        }
     }
 }
 
@@ -213,6 +218,7 @@ async fn harvest_fills_every_field_of_a_published_first_party_plugin() {
         replacement: None,
         official: true,
         installs: 0,
+        failures: 0,
         created: Some("2026-03-04T05:06:07Z".into()),
     };
     assert_eq!(v, expected);
@@ -391,6 +397,7 @@ async fn synthetic_throughput(n: usize) {
         trust: Trust { publishers: vec![k.clone()], roots: vec![k.clone()], verifiers: vec![k] },
         first_party: vec!["p0".into()],
         registry: server.host(),
+        ..HarvestSettings::default()
     };
     // A store opened afresh: nothing cached from the generator's writes.
     let store = FsStore::open(server.data_dir()).expect("open store");

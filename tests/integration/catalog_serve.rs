@@ -6,27 +6,6 @@
 use crate::common::*;
 use berth::catalog::index::{CatalogIndex, SearchQuery};
 use serde_json::Value;
-use std::time::Duration;
-
-async fn get(url: &str) -> (u16, Value) {
-    let r = reqwest::get(url).await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls `url` until `done(body)` (bounded; a failure shows the last answer).
-async fn wait_for(url: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        let (status, body) = get(url).await;
-        if status == 200 && done(&body) {
-            return body;
-        }
-        last = body;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: gave up; last answer {last:#}");
-}
 
 fn digests(results: &berth::catalog::index::SearchResults) -> Vec<String> {
     results.hits.iter().map(|h| h.version.digest.clone()).collect()
@@ -36,17 +15,8 @@ fn digests(results: &berth::catalog::index::SearchResults) -> Vec<String> {
 async fn published_plugins_are_searchable_and_a_rebuild_gives_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(&berth_in(dir.path(), &["key", "generate", "--output-prefix", "publisher"]), "key generate");
-    let config = dir.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[verification]\nsettle_ms = 200\nconformance = false\n[verification.publishers]\naisopsflow = [\"{}\"]\n",
-            dir.path().join("publisher.pub").display()
-        ),
-    )
-    .unwrap();
-    let mut server = BerthProcess::spawn(&data, &["--config", config.to_str().unwrap()]);
+    let config = first_party_config(dir.path());
+    let mut server = BerthProcess::spawn(&data, &["--config", &config]);
     let host = server.url.trim_start_matches("http://").to_string();
     let transform = publish_first_party(dir.path(), &host, "json-transform");
     let probe = publish_first_party(dir.path(), &host, "http-probe");
@@ -61,27 +31,27 @@ async fn published_plugins_are_searchable_and_a_rebuild_gives_the_same_results()
     assert_eq!(all["facets"]["publisher"]["aisopsflow"], 2, "{all:#}");
 
     // Full text, a typo, a prefix, a dependency name, a facet filter.
-    let (_, r) = get(&format!("{url}/api/v1/search?q=transform")).await;
+    let (_, r) = get_json(&format!("{url}/api/v1/search?q=transform")).await;
     assert_eq!(r["hits"][0]["version"]["digest"], digest(&transform), "{r:#}");
-    let (_, r) = get(&format!("{url}/api/v1/search?q=trnsform")).await;
+    let (_, r) = get_json(&format!("{url}/api/v1/search?q=trnsform")).await;
     assert_eq!(r["hits"][0]["version"]["digest"], digest(&transform), "typo: {r:#}");
-    let (_, r) = get(&format!("{url}/api/v1/search?q=json-tr")).await;
+    let (_, r) = get_json(&format!("{url}/api/v1/search?q=json-tr")).await;
     assert_eq!(r["hits"][0]["version"]["digest"], digest(&transform), "prefix: {r:#}");
-    let (_, r) = get(&format!("{url}/api/v1/search?q=ureq")).await;
+    let (_, r) = get_json(&format!("{url}/api/v1/search?q=ureq")).await;
     assert_eq!(r["total"], 1, "http-probe ships ureq, json-transform does not: {r:#}");
     assert_eq!(r["hits"][0]["version"]["digest"], digest(&probe));
-    let (_, r) = get(&format!("{url}/api/v1/search?category=network")).await;
+    let (_, r) = get_json(&format!("{url}/api/v1/search?category=network")).await;
     assert_eq!(r["total"], 1, "{r:#}");
-    let (status, r) = get(&format!("{url}/api/v1/search?limit=1000")).await;
+    let (status, r) = get_json(&format!("{url}/api/v1/search?limit=1000")).await;
     assert_eq!(status, 400, "{r:#}");
     assert!(r["error"]["message"].as_str().unwrap().contains("limit"));
 
     // The plugin page: versions with digests and the install snippet pinned by digest.
-    let (status, page) = get(&format!("{url}/api/v1/plugins/aisopsflow/json-transform")).await;
+    let (status, page) = get_json(&format!("{url}/api/v1/plugins/aisopsflow/json-transform")).await;
     assert_eq!(status, 200, "{page:#}");
     assert_eq!(page["versions"][0]["digest"], digest(&transform));
     assert!(page["install"].as_str().unwrap().contains(&transform), "{page:#}");
-    let (status, _) = get(&format!("{url}/api/v1/plugins/aisopsflow/nope")).await;
+    let (status, _) = get_json(&format!("{url}/api/v1/plugins/aisopsflow/nope")).await;
     assert_eq!(status, 404);
 
     // The command line reads the same.

@@ -77,12 +77,21 @@ pub struct BerthProcess {
 }
 
 impl BerthProcess {
+    /// `berth serve` without the first-party seed (tests publish what they need).
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> BerthProcess {
+        let mut args = vec!["--no-seed"];
+        args.extend_from_slice(extra);
+        Self::spawn_seeded(data_dir, &args)
+    }
+
+    /// `berth serve` as configured (seeding the first-party plugins by default).
+    pub fn spawn_seeded(data_dir: &Path, extra: &[&str]) -> BerthProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("BERTH_LOG", "warn")
+            // BERTH_TEST_LOG=info (or debug) shows what a server under test did.
+            .env("BERTH_LOG", std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -401,4 +410,43 @@ pub fn publish_first_party(dir: &Path, host: &str, plugin: &str) -> String {
     );
     let v: serde_json::Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
     v["reference"].as_str().unwrap().to_string()
+}
+
+/// GET `url`: the status and the JSON body (`Null` when the body is not JSON).
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `url` until it answers 200 with a body `done` accepts (bounded at 30 s; a failure
+/// shows the last answer).
+pub async fn wait_for(url: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (status, body) = get_json(url).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        last = body;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: gave up; last answer {last:#}");
+}
+
+/// A publisher key in `dir` (`publisher.key`/`.pub`) and a server configuration trusting it
+/// for aisopsflow, verifying quickly (200 ms settle, no conformance run); returns the
+/// configuration's path.
+pub fn first_party_config(dir: &Path) -> String {
+    ok(&berth_in(dir, &["key", "generate", "--output-prefix", "publisher"]), "key generate");
+    let config = dir.join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[verification]\nsettle_ms = 200\nconformance = false\n[verification.publishers]\naisopsflow = [\"{}\"]\n",
+            dir.join("publisher.pub").display()
+        ),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_string()
 }
