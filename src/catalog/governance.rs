@@ -338,6 +338,14 @@ async fn register(
     }
     let r = body(b)?;
     check_name("name", &r.name)?;
+    // `berth/*` holds the publisher records: a publisher owning it could move their tags.
+    if r.name == "berth" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "conflict",
+            "name = \"berth\" is reserved: berth/* holds the publisher records".into(),
+        ));
+    }
     if g.first_party.contains(&r.name) {
         return Err(ApiError(
             StatusCode::CONFLICT,

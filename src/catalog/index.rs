@@ -79,6 +79,20 @@ use tantivy::{
 /// rebuilds it from the registry. 2: documents carry reputation `failures`.
 pub const INDEX_SCHEMA_VERSION: u32 = 2;
 
+/// The index definition as recorded in the source tree's `index/schema.json`: the schema
+/// version and tantivy's description of every field (a test keeps the file true).
+pub fn definition() -> serde_json::Value {
+    let (schema, _) = Fields::schema();
+    serde_json::json!({
+        "description": "The catalog search index: one tantivy document per plugin version. Written by \
+            berth (src/catalog/index.rs); a test fails when this file and the code disagree.",
+        "schema_version": INDEX_SCHEMA_VERSION,
+        "analyzers": [TEXT_ANALYZER, KEYWORD_ANALYZER],
+        "facets": FACETS,
+        "fields": schema,
+    })
+}
+
 /// The marker file recording [`INDEX_SCHEMA_VERSION`] next to tantivy's files.
 const MARKER: &str = "berth-index.json";
 const TEXT_ANALYZER: &str = "berth_text";
@@ -1523,6 +1537,28 @@ fn within_distance(a: &str, b: &str, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `index/schema.json` records the index definition and its version. When this fails
+    /// after a change to the schema: bump [`INDEX_SCHEMA_VERSION`] and write the file anew
+    /// (`BERTH_WRITE_INDEX_SCHEMA=1 cargo nextest run -p berth --lib index_definition`).
+    #[test]
+    fn index_definition_is_recorded_in_the_source_tree() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("index/schema.json");
+        let now = definition();
+        if std::env::var_os("BERTH_WRITE_INDEX_SCHEMA").is_some() {
+            std::fs::write(&path, serde_json::to_string_pretty(&now).unwrap() + "\n").unwrap();
+        }
+        let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            recorded["schema_version"], now["schema_version"],
+            "index/schema.json records another schema version than INDEX_SCHEMA_VERSION"
+        );
+        assert_eq!(
+            recorded, now,
+            "the index schema changed: bump INDEX_SCHEMA_VERSION (a changed index must be rebuilt) and \
+             rewrite index/schema.json (BERTH_WRITE_INDEX_SCHEMA=1)"
+        );
+    }
 
     /// A version of `repository` with plausible defaults; `f` adjusts it.
     fn pv(repository: &str, version: &str, f: impl FnOnce(&mut PluginVersion)) -> PluginVersion {

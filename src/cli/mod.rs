@@ -13,6 +13,7 @@ pub mod bench_copy;
 pub mod bench_search;
 pub mod catalog;
 pub mod conformance;
+pub mod governance;
 pub mod policy;
 pub mod publisher;
 pub mod runner;
@@ -90,6 +91,14 @@ pub enum Command {
     Index(catalog::IndexCommand),
     /// Measure catalog search latency over synthetic plugin versions.
     BenchSearch(bench_search::BenchSearchArgs),
+    /// The catalog's publishers: register, approve or reject, push tokens, keys, submissions.
+    #[command(subcommand)]
+    Publisher(governance::PublisherCommand),
+    /// Mark a plugin version deprecated (publisher), or insecure, removed or active (operator).
+    Lifecycle(governance::LifecycleArgs),
+    /// Tenants' publisher opt-ins (operator).
+    #[command(subcommand)]
+    Tenant(governance::TenantCommand),
 }
 
 /// Reads public keys (PEM files), naming the file that cannot be read or parsed.
@@ -273,6 +282,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Info(a) => catalog::info(a).await,
         Command::Index(c) => catalog::index(c).await,
         Command::BenchSearch(a) => bench_search::run(a),
+        Command::Publisher(c) => governance::publisher(c).await,
+        Command::Lifecycle(a) => governance::lifecycle(a).await,
+        Command::Tenant(c) => governance::tenant(c).await,
         Command::Bench(a) => {
             let json = a.json;
             let report = crate::bench::run(a).await?;

@@ -200,6 +200,8 @@ async fn curated_mode_registration_approval_tokens_keys_and_lifecycle() {
     assert_eq!(s, 409);
     let (s, _) = api.post("/api/v1/publishers", Auth::None, registration("aisopsflow", &acme_pem)).await;
     assert_eq!(s, 409, "a first-party name cannot be registered");
+    let (s, _) = api.post("/api/v1/publishers", Auth::None, registration("berth", &acme_pem)).await;
+    assert_eq!(s, 409, "berth/* holds the records");
     // Pending publishers are not public; approving takes an operator; no tokens yet.
     assert_eq!(api.get("/api/v1/publishers/acme", Auth::None).await.0, 404);
     assert_eq!(api.post("/api/v1/publishers/acme/approve", Auth::None, json!({})).await.0, 401);

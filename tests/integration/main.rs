@@ -16,6 +16,7 @@ mod crash;
 mod events;
 mod gc;
 mod governance;
+mod governance_cli;
 mod interop;
 mod layout;
 mod metrics;
