@@ -304,6 +304,37 @@ async fn curated_mode_registration_approval_tokens_keys_and_lifecycle() {
         .await;
     assert_eq!(dep["hits"][0]["version"]["replacement"], "json-transform@0.2.0");
 
+    // A rebuild from the registry alone over HTTP (as a mirror would: records, reports and
+    // status are all in it), trusting only the root and verifier keys, lists the same.
+    let rebuilt = d.join("rebuilt-index");
+    let data = d.join("data");
+    let out = berth_in(
+        d,
+        &[
+            "index",
+            "rebuild",
+            "--registry",
+            &host,
+            "--mode",
+            "curated",
+            "--root-key",
+            data.join("catalog-root.pub").to_str().unwrap(),
+            "--verifier-key",
+            data.join("verifier.pub").to_str().unwrap(),
+            "--index",
+            rebuilt.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8(ok(&out, "index rebuild")).unwrap();
+    assert!(text.contains("indexed 1 plugin versions"), "{text}");
+    let fresh = berth::catalog::index::CatalogIndex::open(&rebuilt).unwrap();
+    let q = berth::catalog::index::SearchQuery { latest_only: false, ..Default::default() };
+    let rebuilt_hits: Vec<Value> =
+        fresh.search(&q).unwrap().hits.iter().map(|h| serde_json::to_value(&h.version).unwrap()).collect();
+    let (_, live) = api.get("/api/v1/search?all_versions=true", Auth::None).await;
+    let live_hits: Vec<Value> = live["hits"].as_array().unwrap().iter().map(|h| h["version"].clone()).collect();
+    assert_eq!(rebuilt_hits, live_hits, "rebuilt from the registry vs kept by the server");
+
     // Key rotation: add acme2's key, revoke the first; each pushes a new record revision.
     let acme2_pem = std::fs::read_to_string(d.join("acme2.pub")).unwrap();
     let (s, b) =
