@@ -483,7 +483,9 @@ async fn search(
 /// The install snippet for a version: the policy line approving it and the runner call.
 pub fn install_snippet(v: &PluginVersion) -> String {
     format!(
-        "# approve it (runner policy): approved_digests = [\"{digest}\"]\nberth run {reference} --policy policy.toml --key publisher.pub",
+        "# approve it (runner policy): approved_digests = [\"{digest}\"]\n\
+         # trust the catalog root key (its publisher record names the signing keys)\n\
+         berth run {reference} --policy policy.toml --root-key catalog-root.pub",
         digest = v.digest,
         reference = v.reference
     )
