@@ -1,21 +1,37 @@
 //! `berth bench-search`: indexing throughput and search latency of the catalog index over
-//! synthetic plugin versions. The versions are generated deterministically (a seeded PRNG:
-//! N/5 plugins × 5 versions, words from a small vocabulary, categories, capabilities and
+//! synthetic plugin versions.
+//!
+//! By default the versions are generated in memory, deterministically (a seeded PRNG: N/5
+//! plugins × 5 versions, words from a small vocabulary, categories, capabilities and
 //! publishers from small sets, 20–80 SBOM components each out of ~2,000 crate-like names,
-//! the common ones far more frequent, as in real dependency graphs), indexed in a shuffled
-//! order (so versions of one plugin land in different segments), and then a mix of queries
-//! is timed one at a time: single words, two words, typos, prefixes, dependency names and
-//! empty-text browsing, a third of them with filters, nearly all with `latest_only`.
-//! Nothing is timed while generating.
+//! the common ones far more frequent, as in real dependency graphs), and indexed directly in
+//! a shuffled order (so versions of one plugin land in different segments).
+//!
+//! With `--registry-dir DIR` they go through the registry instead, as the catalog sees them
+//! in production: [`generate_synthetic`] writes them, signed, into the embedded store at DIR
+//! (once: a marker file lets a re-run skip to the measurements), then the catalog index at
+//! `DIR/index` is rebuilt from the store alone ([`Catalog::rebuild`]: publisher records, a
+//! walk harvesting every version, commit) and its throughput reported. The queries then draw
+//! their words, names, dependencies and filter values from a sample of the indexed documents,
+//! since the generator's vocabulary is not the in-memory one.
+//!
+//! Either way a mix of queries is timed one at a time: single words, two words, typos,
+//! prefixes, dependency names and empty-text browsing, a third of them with filters, nearly
+//! all with `latest_only`. Nothing is timed while generating.
 
 use crate::catalog::PluginVersion;
+use crate::catalog::harvest::{HarvestSettings, Source, generate_synthetic};
 use crate::catalog::index::{CatalogIndex, SearchQuery};
-use anyhow::Result;
+use crate::catalog::service::Catalog;
+use crate::content::FsStore;
+use crate::content::remote::RemoteOptions;
+use crate::runner::resolve::Trust;
+use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -33,9 +49,18 @@ pub struct BenchSearchArgs {
     /// estimate of the latency on an idle machine when other work competes for the cores.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
+    /// Generate the versions, signed, into the embedded registry store at DIR (skipped when
+    /// DIR already holds exactly `--versions` of them), rebuild the catalog index DIR/index
+    /// from that store alone, and search it.
+    #[arg(long, value_name = "DIR", conflicts_with = "dir")]
+    pub registry_dir: Option<PathBuf>,
 }
 
-pub fn run(a: BenchSearchArgs) -> Result<i32> {
+pub async fn run(a: BenchSearchArgs) -> Result<i32> {
+    if let Some(dir) = &a.registry_dir {
+        bench_registry(dir, a.versions, a.queries, a.rounds).await?;
+        return Ok(0);
+    }
     let index = match &a.dir {
         Some(dir) => CatalogIndex::open(dir)?,
         None => CatalogIndex::in_memory()?,
@@ -45,10 +70,23 @@ pub fn run(a: BenchSearchArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Seed of the query mix.
+const QUERY_SEED: u64 = 0x005E_A2C4;
+/// In a `--registry-dir`: the number of versions a finished generation wrote.
+const GENERATED_MARKER: &str = "bench-search.generated";
+/// In a `--registry-dir`: the key the versions are signed with, trusted as publisher,
+/// verifier and root key (its public half beside it as `bench-search.pub`).
+const KEY_FILE: &str = "bench-search.key";
+/// Host named in the documents' references; nothing connects to it.
+const SYNTHETIC_HOST: &str = "synthetic.berth.invalid";
+/// Indexed documents the registry benchmark's query vocabulary is drawn from.
+const SAMPLE: usize = 1000;
+
 /// Generates, indexes (after clearing `index`) and times the query mix, `rounds` times.
 pub fn bench(index: &CatalogIndex, versions: usize, queries: usize, rounds: usize) -> Result<BenchReport> {
     let docs = synthetic_versions(versions, 0x0BE7_5EA2);
-    let mix = query_mix(&docs, queries + queries.min(200), 0x005E_A2C4);
+    let warm_up = queries.min(200);
+    let mix = query_mix(&Vocabulary::builtin(&docs), queries + warm_up, QUERY_SEED);
 
     let start = Instant::now();
     index.clear()?;
@@ -61,11 +99,126 @@ pub fn bench(index: &CatalogIndex, versions: usize, queries: usize, rounds: usiz
     let versions = docs.len();
     drop(docs);
 
-    let (warm_up, timed) = mix.split_at(queries.min(200));
+    let search = time_queries(index, &mix, warm_up, rounds)?;
+    Ok(BenchReport { versions, indexed: index.len()?, indexing, search })
+}
+
+/// `--registry-dir`: generates `versions` signed synthetic versions into the store at `dir`
+/// (unless a previous run did), rebuilds `dir/index` from the store and times the query mix
+/// over it, printing each figure as it is known (generating 100,000 takes minutes).
+pub async fn bench_registry(dir: &Path, versions: usize, queries: usize, rounds: usize) -> Result<()> {
+    let marker = dir.join(GENERATED_MARKER);
+    let generated: Option<usize> = match std::fs::read_to_string(&marker) {
+        Ok(s) => Some(s.trim().parse().with_context(|| format!("{}: not a number", marker.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| marker.display().to_string()),
+    };
+    let key_path = dir.join(KEY_FILE);
+    if generated.is_some() {
+        ensure!(
+            key_path.exists(),
+            "{}: missing; the generated versions cannot be trusted without it",
+            key_path.display()
+        );
+    }
+    let key = crate::sign::load_or_create_key(&key_path, b"").map_err(anyhow::Error::msg)?;
+    match generated {
+        Some(n) if n == versions => {
+            println!("{}: {n} synthetic plugin versions generated by an earlier run, not generating", dir.display())
+        }
+        Some(n) => bail!(
+            "{} holds {n} generated plugin versions, not {versions}: pass --versions {n} or an empty directory",
+            dir.display()
+        ),
+        None => {
+            let store = FsStore::open(dir)?;
+            ensure!(
+                store.repositories()?.is_empty(),
+                "{} holds a registry bench-search did not finish generating: pass an empty directory",
+                dir.display()
+            );
+            println!("generating {versions} synthetic plugin versions into {} …", dir.display());
+            let start = Instant::now();
+            let written = generate_synthetic(&store, versions, &key).await?;
+            let took = start.elapsed();
+            std::fs::write(&marker, format!("{}\n", written.len())).with_context(|| marker.display().to_string())?;
+            println!(
+                "generated {} plugin versions (image, plugin manifest, SBOM, signatures, verification report) \
+                 in {:.1} s: {:.0} versions/s",
+                written.len(),
+                took.as_secs_f64(),
+                written.len() as f64 / took.as_secs_f64()
+            );
+        }
+    }
+
+    // The catalog as `serve` keeps it, reading a store opened afresh: nothing cached from
+    // the generator's writes.
+    let k = key.public_key().clone();
+    let settings = HarvestSettings {
+        trust: Trust { publishers: vec![k.clone()], roots: vec![k.clone()], verifiers: vec![k] },
+        first_party: vec!["p0".to_string()],
+        registry: SYNTHETIC_HOST.to_string(),
+        ..HarvestSettings::default()
+    };
+    let index = CatalogIndex::open(&dir.join("index"))?;
+    let catalog = Catalog::new(index, settings, SYNTHETIC_HOST.to_string(), RemoteOptions::default());
+    let source = Source::Embedded(FsStore::open(dir)?);
+    let start = Instant::now();
+    let walk = catalog.rebuild(&source).await?;
+    let took = start.elapsed();
+    println!(
+        "rebuilt the catalog index from the store: {} plugin versions ({} repositories, {} skipped) in {:.1} s \
+         (walk {:.1} s): {:.0} versions/s",
+        walk.versions,
+        walk.repositories,
+        walk.skipped.len(),
+        took.as_secs_f64(),
+        walk.seconds,
+        walk.versions as f64 / took.as_secs_f64()
+    );
+    for s in walk.skipped.iter().take(5) {
+        println!("  skipped {s}");
+    }
+    let index = &catalog.index;
+    println!("index: {} documents, {:.0} MiB on disk", index.len()?, index.size_on_disk() as f64 / (1 << 20) as f64);
+
+    let sample = sample_documents(index, SAMPLE)?;
+    let vocabulary = Vocabulary::from_documents(&sample)?;
+    println!("queries drawn from {} indexed documents: {vocabulary}", sample.len());
+    let warm_up = queries.min(200);
+    let mix = query_mix(&vocabulary, queries + warm_up, QUERY_SEED);
+    print!("{}", time_queries(index, &mix, warm_up, rounds)?);
+    Ok(())
+}
+
+/// About `n` documents spread over the whole index: pages of browsing (official, verified,
+/// installs, then plugin name) at evenly spaced offsets.
+fn sample_documents(index: &CatalogIndex, n: usize) -> Result<Vec<PluginVersion>> {
+    const PAGE: usize = 10;
+    let total = index.len()? as usize;
+    let pages = n.div_ceil(PAGE).max(1);
+    let mut out = Vec::with_capacity(n);
+    for p in 0..pages {
+        let q = SearchQuery { offset: total * p / pages, limit: PAGE, ..SearchQuery::default() };
+        out.extend(index.search(&q)?.hits.into_iter().map(|h| h.version));
+    }
+    ensure!(!out.is_empty(), "the index holds no plugin versions to search");
+    Ok(out)
+}
+
+/// Times the first `warm_up` queries of `mix` untimed, then the rest, `rounds` times.
+fn time_queries(
+    index: &CatalogIndex,
+    mix: &[(QueryKind, SearchQuery)],
+    warm_up: usize,
+    rounds: usize,
+) -> Result<SearchReport> {
+    let (warm_up, timed) = mix.split_at(warm_up.min(mix.len()));
     for (_, q) in warm_up {
         index.search(q)?;
     }
-    let mut by_kind: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
+    let mut by_kind: BTreeMap<&'static str, (Vec<Duration>, usize)> = BTreeMap::new();
     let mut all = Vec::with_capacity(timed.len());
     let mut cpu = Vec::with_capacity(timed.len());
     let mut best = vec![Duration::MAX; timed.len()];
@@ -79,16 +232,17 @@ pub fn bench(index: &CatalogIndex, versions: usize, queries: usize, rounds: usiz
             if round == 0 {
                 cpu.push(thread_cpu_time().saturating_sub(start_cpu));
                 matched += r.total;
-                empty += usize::from(r.hits.is_empty());
+                // Matched nothing (an empty second page of a small result is not a miss).
+                let missed = usize::from(r.total == 0);
+                empty += missed;
                 all.push(took);
-                by_kind.entry(kind.name()).or_default().push(took);
+                let of_kind = by_kind.entry(kind.name()).or_default();
+                of_kind.0.push(took);
+                of_kind.1 += missed;
             }
         }
     }
-    Ok(BenchReport {
-        versions,
-        indexed: index.len()?,
-        indexing,
+    Ok(SearchReport {
         queries: timed.len(),
         mean_total: matched as f64 / timed.len().max(1) as f64,
         empty,
@@ -96,7 +250,7 @@ pub fn bench(index: &CatalogIndex, versions: usize, queries: usize, rounds: usiz
         cpu: Latency::of(cpu),
         rounds: rounds.max(1),
         best: Latency::of(best),
-        by_kind: by_kind.into_iter().map(|(k, v)| (k, Latency::of(v))).collect(),
+        by_kind: by_kind.into_iter().map(|(k, (v, empty))| (k, Latency::of(v), empty)).collect(),
     })
 }
 
@@ -104,19 +258,7 @@ pub struct BenchReport {
     pub versions: usize,
     pub indexed: u64,
     pub indexing: Duration,
-    pub queries: usize,
-    /// Mean `total` of the results.
-    pub mean_total: f64,
-    /// Queries without hits.
-    pub empty: usize,
-    pub all: Latency,
-    /// CPU time of the searching thread: closer to the latency on an idle machine when
-    /// other processes compete for the cores (they inflate `all` more than this).
-    pub cpu: Latency,
-    pub rounds: usize,
-    /// Per query, the fastest of `rounds` runs.
-    pub best: Latency,
-    pub by_kind: Vec<(&'static str, Latency)>,
+    pub search: SearchReport,
 }
 
 impl fmt::Display for BenchReport {
@@ -129,6 +271,30 @@ impl fmt::Display for BenchReport {
             self.indexing.as_secs_f64(),
             self.versions as f64 / self.indexing.as_secs_f64()
         )?;
+        write!(f, "{}", self.search)
+    }
+}
+
+/// Latencies of the timed queries.
+pub struct SearchReport {
+    pub queries: usize,
+    /// Mean `total` of the results.
+    pub mean_total: f64,
+    /// Queries that matched nothing.
+    pub empty: usize,
+    pub all: Latency,
+    /// CPU time of the searching thread: closer to the latency on an idle machine when
+    /// other processes compete for the cores (they inflate `all` more than this).
+    pub cpu: Latency,
+    pub rounds: usize,
+    /// Per query, the fastest of `rounds` runs.
+    pub best: Latency,
+    /// Per kind of query: latencies and how many matched nothing.
+    pub by_kind: Vec<(&'static str, Latency, usize)>,
+}
+
+impl fmt::Display for SearchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "{} queries (mean total {:.0}, {} without hits), wall: {}",
@@ -139,8 +305,8 @@ impl fmt::Display for BenchReport {
             writeln!(f, "  {:<11} {}", format!("(best of {})", self.rounds), self.best)?;
         }
         writeln!(f, "  by kind (wall):")?;
-        for (kind, l) in &self.by_kind {
-            writeln!(f, "  {kind:<11} {l}")?;
+        for (kind, l, empty) in &self.by_kind {
+            writeln!(f, "  {kind:<11} {l}  ({empty} without hits)")?;
         }
         Ok(())
     }
@@ -677,49 +843,185 @@ fn typo(rng: &mut Rng, word: &str) -> String {
     c.into_iter().collect()
 }
 
+/// What the query mix draws from.
+pub struct Vocabulary {
+    /// Words a user types: parts of names, words of display names and descriptions.
+    words: Vec<String>,
+    /// Of `words`, those of 5 or more characters (typos are made in these).
+    long: Vec<String>,
+    /// Two-word queries and names typed halfway take their words from one of these, as the
+    /// words of unrelated plugins seldom meet in one. Empty: any two of `words` (the built-in
+    /// vocabulary, where descriptions are made of those words).
+    documents: Vec<DocumentWords>,
+    /// SBOM component names many plugins share.
+    common_deps: Vec<String>,
+    /// SBOM component names, each as often as it occurs.
+    deps: Vec<String>,
+    categories: Vec<String>,
+    capabilities: Vec<String>,
+    /// Publishers, each as often as it occurs.
+    publishers: Vec<String>,
+}
+
+/// The searchable words of one indexed document.
+struct DocumentWords {
+    words: Vec<String>,
+    /// The plugin name: its first word, the rest after the first `-` (perhaps empty).
+    head: String,
+    rest: String,
+}
+
+/// Words too common to be searched for.
+const STOP_WORDS: &[&str] = &["the", "and", "for", "from", "with", "that", "into"];
+
+/// The lower-cased words of `text` a user would search for.
+fn searchable_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::to_ascii_lowercase)
+        .filter(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_alphabetic()) && !STOP_WORDS.contains(&w.as_str()))
+}
+
+impl Vocabulary {
+    /// The vocabulary [`synthetic_versions`] writes with.
+    fn builtin(versions: &[PluginVersion]) -> Vocabulary {
+        let crates = crate_names();
+        Vocabulary {
+            words: WORDS.iter().map(|w| w.to_string()).collect(),
+            long: WORDS.iter().filter(|w| w.len() >= 5).map(|w| w.to_string()).collect(),
+            documents: Vec::new(),
+            common_deps: crates[..CRATE_BASES.len()].to_vec(),
+            deps: crates,
+            categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            publishers: versions.iter().take(500).map(|v| v.publisher.clone()).collect(),
+        }
+    }
+
+    /// The words, names, components and facet values of `sample`: queries that find what an
+    /// index holding these documents holds.
+    fn from_documents(sample: &[PluginVersion]) -> Result<Vocabulary> {
+        let mut words = BTreeSet::new();
+        let mut documents = Vec::with_capacity(sample.len());
+        let (mut categories, mut capabilities) = (BTreeSet::new(), BTreeSet::new());
+        let mut deps = Vec::new();
+        let mut dep_counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for v in sample {
+            let mine: BTreeSet<String> = searchable_words(&v.name)
+                .chain(searchable_words(&v.display_name))
+                .chain(searchable_words(&v.description))
+                .collect();
+            words.extend(mine.iter().cloned());
+            let (head, rest) = v.name.split_once('-').unwrap_or((&v.name, ""));
+            if !mine.is_empty() {
+                let words = mine.into_iter().collect();
+                documents.push(DocumentWords { words, head: head.to_string(), rest: rest.to_string() });
+            }
+            categories.extend(v.categories.iter().cloned());
+            capabilities.extend(v.capabilities.iter().cloned());
+            for c in &v.sbom_components {
+                deps.push(c.clone());
+                *dep_counts.entry(c).or_default() += 1;
+            }
+        }
+        ensure!(!documents.is_empty(), "the sampled documents hold no words to search for");
+        ensure!(!deps.is_empty(), "the sampled documents list no SBOM components");
+        // Common: in a tenth of the documents or more.
+        let common_deps: Vec<String> =
+            dep_counts.iter().filter(|(_, n)| **n * 10 >= sample.len()).map(|(c, _)| c.to_string()).collect();
+        let mut publishers: Vec<String> = sample.iter().map(|v| v.publisher.clone()).collect();
+        publishers.sort();
+        deps.sort();
+        let words: Vec<String> = words.into_iter().collect();
+        Ok(Vocabulary {
+            long: words.iter().filter(|w| w.len() >= 5).cloned().collect(),
+            words,
+            documents,
+            common_deps: if common_deps.is_empty() { deps.clone() } else { common_deps },
+            deps,
+            categories: categories.into_iter().collect(),
+            capabilities: capabilities.into_iter().collect(),
+            publishers,
+        })
+    }
+}
+
+impl fmt::Display for Vocabulary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let distinct = |v: &[String]| v.iter().collect::<HashSet<_>>().len();
+        write!(
+            f,
+            "{} words ({} of 5+ letters), {} components ({} common), {} categories, {} capabilities, \
+             {} publishers",
+            self.words.len(),
+            self.long.len(),
+            distinct(&self.deps),
+            self.common_deps.len(),
+            self.categories.len(),
+            self.capabilities.len(),
+            distinct(&self.publishers)
+        )
+    }
+}
+
 /// `count` queries: the kinds in fixed proportions, a third with filters, 90% latest only.
-pub fn query_mix(versions: &[PluginVersion], count: usize, seed: u64) -> Vec<(QueryKind, SearchQuery)> {
+pub fn query_mix(v: &Vocabulary, count: usize, seed: u64) -> Vec<(QueryKind, SearchQuery)> {
     let mut rng = Rng(seed);
-    let crates = crate_names();
-    let long: Vec<&str> = WORDS.iter().copied().filter(|w| w.len() >= 5).collect();
-    let publishers: Vec<&str> = versions.iter().take(500).map(|v| v.publisher.as_str()).collect();
     (0..count)
         .map(|_| {
             let (kind, text) = match rng.below(20) {
-                0..=4 => (QueryKind::Word, rng.pick(WORDS).to_string()),
-                5..=7 => (QueryKind::TwoWords, format!("{} {}", rng.pick(WORDS), rng.pick(WORDS))),
+                0..=4 => (QueryKind::Word, rng.pick(&v.words).clone()),
+                5..=7 => {
+                    let text = if v.documents.is_empty() {
+                        format!("{} {}", rng.pick(&v.words), rng.pick(&v.words))
+                    } else {
+                        let d = rng.pick(&v.documents);
+                        rng.some(&d.words, 2).join(" ")
+                    };
+                    (QueryKind::TwoWords, text)
+                }
                 8..=10 => {
-                    let w = *rng.pick(&long);
+                    let w = rng.pick(&v.long);
                     (QueryKind::Typo, typo(&mut rng, w))
                 }
                 11..=13 => {
-                    let w = rng.pick(WORDS);
+                    // The first word of a plugin's name, and what follows it.
+                    let (w, rest) = if v.documents.is_empty() {
+                        (rng.pick(&v.words), None)
+                    } else {
+                        let d = rng.pick(&v.documents);
+                        (&d.head, Some(&d.rest))
+                    };
                     let text = if rng.chance(0.5) {
                         // `json-tr`: a name typed halfway.
-                        let second = rng.pick(WORDS);
-                        format!("{w}-{}", &second[..second.len().min(rng.range(2, 4))])
+                        let rest = rest.unwrap_or_else(|| rng.pick(&v.words));
+                        let k = rng.range(2, 4);
+                        if rest.is_empty() {
+                            w.clone()
+                        } else {
+                            format!("{w}-{}", rest.chars().take(k).collect::<String>())
+                        }
                     } else {
-                        w[..w.len().min(rng.range(2, 5))].to_string()
+                        w.chars().take(rng.range(2, 5)).collect()
                     };
                     (QueryKind::Prefix, text)
                 }
                 14..=16 => {
                     // Half the time one of the common dependencies, else any.
-                    let i = if rng.chance(0.5) { rng.below(CRATE_BASES.len()) } else { rng.below(crates.len()) };
-                    (QueryKind::Dependency, crates[i].clone())
+                    let deps = if rng.chance(0.5) { &v.common_deps } else { &v.deps };
+                    (QueryKind::Dependency, rng.pick(deps).clone())
                 }
                 _ => (QueryKind::Browse, String::new()),
             };
             let mut q = SearchQuery { text, latest_only: rng.chance(0.9), ..SearchQuery::default() };
             if rng.chance(1.0 / 3.0) {
                 match rng.below(5) {
-                    0 => {
+                    0 if !v.categories.is_empty() => {
                         let n = rng.range(1, 2);
-                        q.category = rng.some(CATEGORIES, n).into_iter().map(str::to_string).collect();
+                        q.category = rng.some(&v.categories, n);
                     }
-                    1 => q.capability = vec![rng.pick(CAPABILITIES).to_string()],
+                    1 if !v.capabilities.is_empty() => q.capability = vec![rng.pick(&v.capabilities).clone()],
                     2 => q.verified = Some(true),
-                    3 => q.publisher = vec![rng.pick(&publishers).to_string()],
+                    3 if !v.publishers.is_empty() => q.publisher = vec![rng.pick(&v.publishers).clone()],
                     _ => q.core_version = Some(format!("1.{}.0", rng.below(8))),
                 }
                 if rng.chance(0.3) {
@@ -732,4 +1034,50 @@ pub fn query_mix(versions: &[PluginVersion], count: usize, seed: u64) -> Vec<(Qu
             (kind, q)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(name: &str, description: &str, dependency: &str) -> PluginVersion {
+        PluginVersion {
+            repository: format!("p1/{name}"),
+            publisher: "p1".to_string(),
+            name: name.to_string(),
+            display_name: name.replace('-', " "),
+            description: description.to_string(),
+            categories: vec!["data".to_string()],
+            sbom_components: vec!["serde".to_string(), dependency.to_string()],
+            ..PluginVersion::default()
+        }
+    }
+
+    #[test]
+    fn queries_drawn_from_documents_use_their_words_names_and_components() {
+        let sample = [
+            doc("fast-parser-1", "A fast parser for data: synthetic plugin 1.", "dep-1-40"),
+            doc("calm-probe-2", "A calm probe from the storage team.", "dep-2-40"),
+        ];
+        let v = Vocabulary::from_documents(&sample).unwrap();
+        assert!(v.words.iter().any(|w| w == "parser"));
+        assert!(!v.words.iter().any(|w| w == "for" || w == "1" || w == "a"), "{:?}", v.words);
+        assert_eq!(v.common_deps, ["dep-1-40", "dep-2-40", "serde"]);
+        let words_of = |d: &PluginVersion| -> HashSet<String> {
+            searchable_words(&d.name).chain(searchable_words(&d.description)).collect()
+        };
+        for (kind, q) in query_mix(&v, 400, 7) {
+            let text = q.text.as_str();
+            match kind {
+                QueryKind::Word | QueryKind::Typo => assert!(!text.contains(' '), "{text}"),
+                QueryKind::TwoWords => {
+                    let one_doc = sample.iter().any(|d| text.split(' ').all(|w| words_of(d).contains(w)));
+                    assert!(one_doc, "{text}: both words from one document");
+                }
+                QueryKind::Prefix => assert!(sample.iter().any(|d| d.name.starts_with(text)), "{text}"),
+                QueryKind::Dependency => assert!(sample.iter().any(|d| d.sbom_components.iter().any(|c| c == text))),
+                QueryKind::Browse => assert!(text.is_empty()),
+            }
+        }
+    }
 }

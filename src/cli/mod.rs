@@ -281,7 +281,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Search(a) => catalog::search(a).await,
         Command::Info(a) => catalog::info(a).await,
         Command::Index(c) => catalog::index(c).await,
-        Command::BenchSearch(a) => bench_search::run(a),
+        Command::BenchSearch(a) => bench_search::run(a).await,
         Command::Publisher(c) => governance::publisher(c).await,
         Command::Lifecycle(a) => governance::lifecycle(a).await,
         Command::Tenant(c) => governance::tenant(c).await,
