@@ -473,8 +473,12 @@ mod tests {
         use base64::Engine;
         use tower::ServiceExt;
         let (_dir, registry) = test_registry_with(|c| {
-            c.auth.accounts =
-                vec![Account { name: "ops".into(), password_hash: hash_password("pw").unwrap(), namespaces: vec![] }];
+            c.auth.accounts = vec![Account {
+                name: "ops".into(),
+                password_hash: hash_password("pw").unwrap(),
+                namespaces: vec![],
+                push_only: false,
+            }];
         });
         let metrics = Metrics::new(registry, Sources::default());
         let scrape = |from: [u8; 4], authorization: Option<&str>| {

@@ -368,9 +368,12 @@ impl Directory {
 }
 
 impl crate::registry::auth::CredentialSource for Directory {
-    /// A live push token of approved publisher `user` may push to `user/*` only.
-    fn check(&self, user: &str, secret: &str) -> Option<Vec<String>> {
-        (self.token_publisher(secret)? == user).then(|| vec![format!("{user}/*")])
+    /// A live push token of approved publisher `user` may push to `user/*` only, and delete
+    /// nothing: the lifecycle status and verification reports attached to its images are not
+    /// the publisher's to remove.
+    fn check(&self, user: &str, secret: &str) -> Option<crate::registry::auth::Grant> {
+        (self.token_publisher(secret)? == user)
+            .then(|| crate::registry::auth::Grant { namespaces: vec![format!("{user}/*")], delete: false })
     }
 }
 
@@ -396,7 +399,8 @@ mod tests {
         assert_eq!(d.check("acme", &secret), None);
 
         d.decide("acme", State::Approved, "alice").unwrap();
-        assert_eq!(d.check("acme", &secret), Some(vec!["acme/*".to_string()]));
+        let grant = d.check("acme", &secret).expect("a live token");
+        assert_eq!((grant.namespaces, grant.delete), (vec!["acme/*".to_string()], false));
         assert_eq!(d.check("other", &secret), None, "a token names its publisher");
         assert_eq!(d.check("acme", "berth_pt_00"), None);
 

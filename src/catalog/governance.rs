@@ -76,6 +76,10 @@ pub struct Governance {
     mode: CatalogMode,
     operators: Vec<String>,
     first_party: Vec<String>,
+    /// Held by every write that reads, changes and pushes a publisher's state (approve,
+    /// reject, keys, lifecycle): concurrent writes cannot undo each other, and a rejection
+    /// cannot be overtaken by a record push that started before it.
+    writes: tokio::sync::Mutex<()>,
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -191,6 +195,7 @@ impl Governance {
             mode: c.mode,
             operators: c.operators.clone(),
             first_party: c.first_party.clone(),
+            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -411,7 +416,9 @@ async fn approve(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let by = g.operator(&headers, peer)?;
+    let _writing = g.writes.lock().await;
     let p = g.directory.decide(&name, State::Approved, &by)?;
+    // A failed push leaves the publisher approved without a record; approving again pushes it.
     let record = g.push_record(&p, &format!("operator:{by}")).await?;
     tracing::info!(publisher = %name, %record, operator = %by, "catalog: publisher approved");
     Ok(Json(json!({"publisher": g.directory.get(&name)?, "record": record, "repository": records::repository(&name)})))
@@ -424,11 +431,10 @@ async fn reject(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let by = g.operator(&headers, peer)?;
-    let was = g.directory.get(&name)?.map(|p| p.state);
+    let _writing = g.writes.lock().await;
     let p = g.directory.decide(&name, State::Rejected, &by)?;
-    if was == Some(State::Approved) {
-        g.withdraw_record(&name)?;
-    }
+    // Always (it is idempotent): a rejection whose withdrawal failed is finished by a retry.
+    g.withdraw_record(&name)?;
     Ok(Json(json!({"publisher": p})))
 }
 
@@ -499,6 +505,7 @@ async fn add_key(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = g.operator_or(&headers, peer, &name)?;
     let k = key_from_pem("public_key_pem", &body(b)?.public_key_pem)?;
+    let _writing = g.writes.lock().await;
     let p = g
         .directory
         .get(&name)?
@@ -506,10 +513,11 @@ async fn add_key(
     if p.keys.iter().any(|x| x.id == k.id) {
         return Err(ApiError(StatusCode::CONFLICT, "conflict", format!("key {} is already registered", k.id)));
     }
-    let mut keys = p.keys.clone();
-    keys.push(k.clone());
-    let p = g.directory.set_keys(&name, &keys)?;
-    let record = if p.state == State::Approved { Some(g.push_record(&p, &caller.name()).await?) } else { None };
+    let mut next = p.clone();
+    next.keys.push(k.clone());
+    // The record first: a failed push changes nothing, and the request can be repeated.
+    let record = if p.state == State::Approved { Some(g.push_record(&next, &caller.name()).await?) } else { None };
+    g.directory.set_keys(&name, &next.keys)?;
     Ok((StatusCode::CREATED, Json(json!({"key": k, "record": record}))))
 }
 
@@ -520,12 +528,13 @@ async fn revoke_key(
     UrlPath((name, id)): UrlPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = g.operator_or(&headers, peer, &name)?;
+    let _writing = g.writes.lock().await;
     let p = g
         .directory
         .get(&name)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "not_found", format!("no publisher {name:?}")))?;
-    let mut keys = p.keys.clone();
-    let Some(k) = keys.iter_mut().find(|k| k.id == id) else {
+    let mut next = p.clone();
+    let Some(k) = next.keys.iter_mut().find(|k| k.id == id) else {
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("publisher {name} has no key {id:?}")));
     };
     if k.status == KeyStatus::Active {
@@ -533,8 +542,8 @@ async fn revoke_key(
         k.revoked_at = Some(now());
     }
     let key = k.clone();
-    let p = g.directory.set_keys(&name, &keys)?;
-    let record = if p.state == State::Approved { Some(g.push_record(&p, &caller.name()).await?) } else { None };
+    let record = if p.state == State::Approved { Some(g.push_record(&next, &caller.name()).await?) } else { None };
+    g.directory.set_keys(&name, &next.keys)?;
     Ok(Json(json!({"key": key, "record": record})))
 }
 
@@ -567,15 +576,17 @@ async fn submissions(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     g.operator_or(&headers, peer, &name)?;
+    if g.directory.get(&name)?.is_none() && !g.first_party.contains(&name) {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no publisher {name:?}")));
+    }
     let current = g.catalog.settings();
     // Everything under the namespace, listed or not.
     let all = HarvestSettings { listing: None, ..HarvestSettings::clone(&current) };
     let source = g.catalog.source();
     let prefix = format!("{name}/");
-    let (catalog, handle) = (Arc::clone(&g.catalog), tokio::runtime::Handle::current());
+    let handle = tokio::runtime::Handle::current();
     // A walk's futures are not `Send`: drive it on a blocking thread.
     let found = tokio::task::spawn_blocking(move || {
-        let _ = catalog;
         let mut found: Vec<PluginVersion> = Vec::new();
         let report =
             handle.block_on(walk_matching(&source, &all, &|r| r.starts_with(&prefix), &|_, _, _| {}, &mut |v| {
@@ -640,9 +651,11 @@ async fn set_lifecycle(
         }
         Err(e) => return Err(internal(e)),
     };
+    let _writing = g.writes.lock().await;
     let roots = g.catalog.settings().trust.roots.clone();
+    // Fails closed: a status that cannot be read is no licence to override it.
     if let Caller::Publisher(_) = caller
-        && let Some(current) = super::harvest::current_status(&target, &image, &roots).await
+        && let Some(current) = super::harvest::current_status(&target, &image, &roots).await.map_err(internal)?
         && matches!(current.as_str(), "insecure" | "removed")
     {
         return Err(ApiError(

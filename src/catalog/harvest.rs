@@ -462,13 +462,17 @@ async fn newest_status(
     newest(target, subject, referrers, STATUS_PREDICATE_TYPE, roots).await
 }
 
-/// The lifecycle status of `image` now (`active` when no status a key of `roots` signed is
-/// attached).
-pub async fn current_status(target: &dyn GraphTarget, image: &Descriptor, roots: &[PublicKey]) -> Option<String> {
-    let digest: Digest = image.digest().to_string().parse().ok()?;
-    let referrers = target.predecessors(image).await.ok()?;
+/// The lifecycle status of `image` now: `None` when no status a key of `roots` signed is
+/// attached; an error when the referrers cannot be read (callers deciding on it fail closed).
+pub async fn current_status(
+    target: &dyn GraphTarget,
+    image: &Descriptor,
+    roots: &[PublicKey],
+) -> Result<Option<String>, HarvestError> {
+    let digest: Digest = image.digest().to_string().parse().map_err(|e| malformed("image digest", e))?;
+    let referrers = target.predecessors(image).await.map_err(content(format!("referrers of {digest}")))?;
     let status = newest_status(target, &digest, &referrers, roots).await;
-    Some(serde_json::to_value(status.map(|s| s.status)?).ok()?.as_str()?.to_string())
+    Ok(status.and_then(|s| serde_json::to_value(s.status).ok()).and_then(|v| v.as_str().map(str::to_string)))
 }
 
 // ---- the walk ---------------------------------------------------------------------------

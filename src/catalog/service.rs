@@ -86,7 +86,8 @@ pub fn open(
         ..HarvestSettings::default()
     };
     // The catalog reads this registry over HTTP as berth's internal account.
-    let remote = RemoteOptions { credentials: Some(registry.internal.clone()), ..RemoteOptions::default() };
+    let remote =
+        RemoteOptions { credentials: Some(registry.internal.clone()), basic_first: true, ..RemoteOptions::default() };
     let mut catalog = Catalog::new(index, settings, local.to_string(), remote);
     if let Some(me) = Arc::get_mut(&mut catalog) {
         me.store = Some(Arc::clone(&registry.store));
@@ -103,6 +104,9 @@ pub struct Catalog {
     settings: std::sync::RwLock<Arc<HarvestSettings>>,
     /// The embedded store, when the catalog runs inside `serve` (faster walks than HTTP).
     store: Option<Arc<crate::content::FsStore>>,
+    /// Held while publisher records are read and the settings updated from them, so that an
+    /// older read cannot overwrite a newer one.
+    records: tokio::sync::Mutex<()>,
     /// Tenants' publisher opt-ins (Mode B), when the catalog keeps a database.
     directory: std::sync::OnceLock<Arc<super::directory::Directory>>,
     /// `host:port` of this server, as the catalog reads it.
@@ -126,6 +130,7 @@ impl Catalog {
             index: Arc::new(index),
             settings: std::sync::RwLock::new(Arc::new(settings)),
             store: None,
+            records: tokio::sync::Mutex::new(()),
             directory: std::sync::OnceLock::new(),
             host,
             remote,
@@ -181,6 +186,7 @@ impl Catalog {
     /// Reads every publisher record in `source` signed by a root key: their keys are trusted
     /// for their publisher's signatures, and (Mode B) their plugins may be listed.
     pub async fn load_publishers(&self, source: &Source) -> Result<(), CatalogError> {
+        let _reading = self.records.lock().await;
         let roots = self.settings().trust.roots.clone();
         let (records, problems) = super::harvest::publisher_records(source, &roots).await?;
         for p in problems {
@@ -199,6 +205,7 @@ impl Catalog {
     /// (its versions may become listed, or unlisted, and its signatures verify differently).
     pub async fn publisher_changed(&self, publisher: &str) -> Result<(), CatalogError> {
         let source = self.source();
+        let reading = self.records.lock().await;
         let roots = self.settings().trust.roots.clone();
         let record = super::harvest::publisher_record(&source, publisher, &roots).await;
         let record = record.unwrap_or_else(|e| {
@@ -218,6 +225,7 @@ impl Catalog {
                 }
             }
         });
+        drop(reading);
         // Every version of the publisher, listed or not, and every one the index holds, is
         // refreshed through the one queue all refreshes go through: a report landing meanwhile
         // is never overwritten by this older view.
@@ -329,7 +337,10 @@ impl Catalog {
             return;
         }
         match e.action.as_str() {
-            "delete" if self.index.remove(&e.target.digest).and_then(|_| self.index.commit()).is_err() => {
+            "delete"
+                if !self.held_elsewhere(&repository, &e.target.digest).unwrap_or(true)
+                    && self.index.remove(&e.target.digest).and_then(|_| self.index.commit()).is_err() =>
+            {
                 tracing::warn!(digest = %e.target.digest, "catalog: could not remove a deleted image");
             }
             "push" => {
@@ -366,9 +377,19 @@ impl Catalog {
         }
     }
 
+    /// Whether the index's document for `digest` belongs to a repository other than `repository`.
+    fn held_elsewhere(&self, repository: &str, digest: &str) -> Result<bool, CatalogError> {
+        Ok(self.index.get(digest)?.is_some_and(|v| v.repository != repository))
+    }
+
     /// Re-reads one image and updates its document (or drops it when it is no plugin).
     pub async fn refresh(&self, repository: &str, digest: &str) -> Result<(), CatalogError> {
         let Some(repo) = self.repo(repository) else { return Ok(()) };
+        // The index holds one document per digest: another repository's copy of the same
+        // image is not this repository's to replace or drop.
+        if self.held_elsewhere(repository, digest)? {
+            return Ok(());
+        }
         let Ok(image) = repo.resolve(digest).await else {
             self.index.remove(digest)?;
             return Ok(());

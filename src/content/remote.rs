@@ -65,6 +65,10 @@ pub struct RemoteOptions {
     pub chunk_size: Option<u64>,
     /// First backoff delay (default 200 ms); doubled each retry, at most 10 s.
     pub backoff: Option<Duration>,
+    /// Send the credentials as Basic from the first request instead of answering the
+    /// registry's challenge (which may name a token endpoint elsewhere, e.g. behind a
+    /// proxy). berth's own services use it to reach their own registry.
+    pub basic_first: bool,
 }
 
 /// One registry host.
@@ -208,13 +212,14 @@ impl RemoteRegistry {
             };
             files.iter().find_map(|f| credentials_from_docker_config(f, registry))
         });
+        let basic_first = opts.basic_first;
         Ok(Arc::new(RemoteRegistry {
             client,
             base,
             credentials,
             opts,
             tokens: Mutex::new(HashMap::new()),
-            basic: Mutex::new(false),
+            basic: Mutex::new(basic_first),
             index_locks: Mutex::new(HashMap::new()),
         }))
     }

@@ -49,6 +49,10 @@ pub struct Account {
     /// Repositories the account may push to and delete from: `acme/*`, `acme/tool`, `*`.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Push, never delete (publisher push tokens: a publisher must not delete the lifecycle
+    /// status or verification reports attached to its images). Not configurable.
+    #[serde(skip)]
+    pub push_only: bool,
 }
 
 impl Account {
@@ -75,9 +79,17 @@ pub struct AuthSettings {
 
 /// Credentials kept outside the configuration: the catalog's publisher push tokens.
 pub trait CredentialSource: Send + Sync {
-    /// The namespaces (`acme/*`) `user` may push to and delete from when `secret` is one
-    /// of its live credentials; `None` when it is not.
-    fn check(&self, user: &str, secret: &str) -> Option<Vec<String>>;
+    /// What `user` may do when `secret` is one of its live credentials; `None` when it is not.
+    fn check(&self, user: &str, secret: &str) -> Option<Grant>;
+}
+
+/// What a [`CredentialSource`] grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Namespaces (`acme/*`) the user may push to.
+    pub namespaces: Vec<String>,
+    /// Whether it may also delete there.
+    pub delete: bool,
 }
 
 /// The account berth's own services inside `serve` (verifier, catalog, seed) use when they
@@ -108,9 +120,10 @@ impl Default for InternalAccount {
 }
 
 impl CredentialSource for InternalAccount {
-    fn check(&self, user: &str, secret: &str) -> Option<Vec<String>> {
+    fn check(&self, user: &str, secret: &str) -> Option<Grant> {
         use subtle_eq::eq;
-        (user == INTERNAL_USER && eq(secret.as_bytes(), self.secret.as_bytes())).then(|| vec!["*".to_string()])
+        (user == INTERNAL_USER && eq(secret.as_bytes(), self.secret.as_bytes()))
+            .then(|| Grant { namespaces: vec!["*".to_string()], delete: true })
     }
 }
 
@@ -241,6 +254,7 @@ impl Auth {
     fn account_may(&self, account: &Account, resource: &Resource, action: Action) -> bool {
         match resource {
             Resource::Catalog => action == Action::Pull,
+            Resource::Repository(_) if action == Action::Delete && account.push_only => false,
             Resource::Repository(r) => account.may(r) || (action == Action::Pull && self.settings.anonymous_pull),
         }
     }
@@ -348,8 +362,13 @@ impl Auth {
     pub fn check_password(&self, user: &str, password: &str) -> Option<Account> {
         let Some(account) = self.settings.accounts.iter().find(|a| a.name == user) else {
             let extra = self.extra.read().unwrap_or_else(|p| p.into_inner());
-            let namespaces = extra.iter().find_map(|s| s.check(user, password))?;
-            return Some(Account { name: user.to_string(), password_hash: String::new(), namespaces });
+            let grant = extra.iter().find_map(|s| s.check(user, password))?;
+            return Some(Account {
+                name: user.to_string(),
+                password_hash: String::new(),
+                namespaces: grant.namespaces,
+                push_only: !grant.delete,
+            });
         };
         let key = (user.to_string(), <Sha256 as sha2::Digest>::digest(password.as_bytes()).into());
         {
@@ -497,6 +516,7 @@ mod tests {
             name: "alice".into(),
             password_hash: hash_password("s3cret").unwrap(),
             namespaces: vec!["acme/*".into()],
+            push_only: false,
         }
     }
 

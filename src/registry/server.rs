@@ -161,23 +161,23 @@ pub async fn run(config: &Config) -> Result<(), ServeError> {
         );
         app = app.merge(governance.routes());
         sources.index = Some(Arc::clone(&catalog.index));
+        let rebuild = catalog.index.needs_rebuild();
+        if !rebuild {
+            // The index is current; the publisher records it was built with are read again
+            // before any event is handled (a refresh must not see an empty approved set).
+            let source = crate::catalog::harvest::Source::Embedded(Arc::clone(&registry.store));
+            if let Err(e) = catalog.load_publishers(&source).await {
+                tracing::error!("catalog publisher records: {e}");
+            }
+        }
         tasks.extend(catalog.spawn(&registry));
-        {
+        if rebuild {
             let (c, store) = (Arc::clone(&catalog), Arc::clone(&registry.store));
-            let rebuild = catalog.index.needs_rebuild();
             // On a blocking thread driving the future itself: the walk's futures are not
             // `'static` enough for `tokio::spawn`, and a rebuild is a batch job anyway.
             let handle = tokio::runtime::Handle::current();
             tasks.push(tokio::task::spawn_blocking(move || {
-                let source = crate::catalog::harvest::Source::Embedded(store);
-                if !rebuild {
-                    // The index is current; the publisher records it was built with are read again.
-                    if let Err(e) = handle.block_on(c.load_publishers(&source)) {
-                        tracing::error!("catalog publisher records: {e}");
-                    }
-                    return;
-                }
-                match handle.block_on(c.rebuild(&source)) {
+                match handle.block_on(c.rebuild(&crate::catalog::harvest::Source::Embedded(store))) {
                     Ok(r) => tracing::info!(versions = r.versions, seconds = r.seconds, "catalog index built"),
                     Err(e) => tracing::error!("catalog index build: {e}"),
                 }

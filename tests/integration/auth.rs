@@ -9,6 +9,7 @@ fn account(name: &str, pw: &str, ns: &[&str]) -> Account {
         name: name.into(),
         password_hash: hash_password(pw).unwrap(),
         namespaces: ns.iter().map(|s| s.to_string()).collect(),
+        push_only: false,
     }
 }
 

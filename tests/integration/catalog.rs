@@ -72,6 +72,7 @@ impl Fixture {
                 name: "alice".into(),
                 password_hash: berth::registry::auth::hash_password("s3cret").unwrap(),
                 namespaces: vec!["aisopsflow/*".into()],
+                push_only: false,
             }];
         })
         .await;

@@ -374,6 +374,16 @@ async fn curated_mode_registration_approval_tokens_keys_and_lifecycle() {
         b["hits"].as_array().unwrap().iter().all(|h| h["version"]["digest"] != json!(digest_of(&v2)))
     })
     .await;
+    // The publisher cannot delete the operator's decision: tokens push, they never delete.
+    let status_digest = b["attestation"].as_str().unwrap().to_string();
+    let r = api
+        .c
+        .delete(format!("{}/v2/acme/json-transform/manifests/{status_digest}", api.url))
+        .basic_auth("acme", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 401 || r.status() == 403, "a token deleted a lifecycle status: {}", r.status());
     // The runner refuses it from registry data alone: the status is signed by the root key.
     let explained = explain(d, &v2);
     assert_eq!(explained["allowed"], false, "{explained:#}");

@@ -401,6 +401,7 @@ async fn skopeo_login_and_push_with_token_auth() {
             name: "alice".into(),
             password_hash: hash_password("pw").expect("hash"),
             namespaces: vec!["acme/*".into()],
+            push_only: false,
         }];
         config.auth.anonymous_pull = false;
     })

@@ -139,6 +139,7 @@ async fn token_auth_with_credentials_from_a_docker_config_json() {
             name: "alice".into(),
             password_hash: berth::registry::auth::hash_password("s3cret").unwrap(),
             namespaces: vec!["acme/*".into()],
+            push_only: false,
         }];
         c.auth.anonymous_pull = false;
     })
