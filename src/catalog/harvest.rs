@@ -22,7 +22,9 @@ use super::PluginVersion;
 use super::records;
 use crate::artifacts::SBOM_ARTIFACT_TYPE;
 use crate::config::CatalogMode;
-use crate::content::remote::{Credentials, RemoteOptions, RemoteRegistry, credentials_from_docker_config};
+use crate::content::remote::{
+    Credentials, RemoteOptions, RemoteRegistry, credentials_from_docker_config, parse_challenge,
+};
 use crate::content::{ContentError, FsStore, GraphTarget, Reader, Reference, descriptor_for, fetch_all};
 use crate::oci::{Digest, media};
 use crate::plugin::documents::{LifecycleStatus, PublisherRecord, Status, VerificationReport, VerificationState};
@@ -1014,30 +1016,19 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
-/// `Bearer realm="…",service="…"` → ("bearer", {realm, service}).
-fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
-    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
-    let mut params = HashMap::new();
-    let mut rest = rest.trim();
-    while !rest.is_empty() {
-        let Some((k, after)) = rest.split_once('=') else { break };
-        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.split_once('"') {
-                Some((v, tail)) => (v, tail),
-                None => (quoted, ""),
-            }
-        } else {
-            after.split_once(',').map_or((after, ""), |(v, t)| (v, t))
-        };
-        params.insert(k.trim().to_ascii_lowercase(), value.to_string());
-        rest = tail.trim_start_matches(',').trim();
-    }
-    (scheme.to_ascii_lowercase(), params)
-}
-
 // ---- synthetic plugin versions -----------------------------------------------------------
 
-/// SplitMix64: small, seeded, the same sequence everywhere.
+/// One step of SplitMix64: small, seeded, the same sequence on every platform and crate
+/// version (the synthetic data here and the benchmark's query mix both draw from it).
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Seeded choices over [`splitmix64`].
 struct Rng(u64);
 
 impl Rng {
@@ -1046,11 +1037,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: usize) -> usize {

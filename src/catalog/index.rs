@@ -1494,16 +1494,8 @@ fn floor_boundary(text: &str, mut i: usize) -> usize {
 }
 
 fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    use std::fmt::Write as _;
+    let _ = write!(out, "{}", super::ui::Escaped(text));
 }
 
 /// Optimal-string-alignment distance of `a` and `b` is at most `max` (what the typo

@@ -165,6 +165,19 @@ impl Contract {
     }
 }
 
+/// Checks an error response's JSON media type object (`at` names it in failures): the error
+/// envelope schema, and one example per error code, each code one of `codes`.
+#[cfg(test)]
+pub(crate) fn assert_error_media(at: &str, media: &serde_json::Value, codes: &std::collections::BTreeSet<&str>) {
+    assert_eq!(media["schema"]["$ref"], "#/components/schemas/ErrorBody", "{at}");
+    let examples = media["examples"].as_object().unwrap_or_else(|| panic!("{at}: examples"));
+    assert!(!examples.is_empty(), "{at}: an example per code");
+    for (code, example) in examples {
+        assert_eq!(example["value"]["error"]["code"], code.as_str(), "{at}: example {code}");
+        assert!(codes.contains(code.as_str()), "{at}: {code} is not an ErrorCode");
+    }
+}
+
 /// Every media type object of an OpenAPI document that has a schema and examples (tests check
 /// each example against its schema).
 #[cfg(test)]
@@ -678,13 +691,7 @@ mod tests {
                     continue;
                 }
                 assert_eq!(content.len(), 1, "{what} {status}: JSON errors only");
-                assert_eq!(media["schema"]["$ref"], "#/components/schemas/ErrorBody", "{what} {status}");
-                let examples = media["examples"].as_object().unwrap_or_else(|| panic!("{what} {status}: examples"));
-                assert!(!examples.is_empty(), "{what} {status}: an example per code");
-                for (code, example) in examples {
-                    assert_eq!(example["value"]["error"]["code"], code.as_str(), "{what} {status}: example {code}");
-                    assert!(codes.contains(code.as_str()), "{what} {status}: {code} is not an ErrorCode");
-                }
+                crate::catalog::openapi::assert_error_media(&format!("{what} {status}"), media, &codes);
             }
         }
     }

@@ -355,16 +355,12 @@ fn thread_cpu_time() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// SplitMix64: small, seeded, the same on every platform and crate version.
+/// Seeded draws over SplitMix64 (the same sequence on every platform and crate version).
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::catalog::harvest::splitmix64(&mut self.0)
     }
 
     fn unit(&mut self) -> f64 {

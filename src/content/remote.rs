@@ -146,7 +146,7 @@ fn default_auth_files() -> Vec<PathBuf> {
 }
 
 /// Parses a `WWW-Authenticate` challenge: scheme and its `key="value"` parameters.
-fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+pub(crate) fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
     let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
     let mut params = HashMap::new();
     let mut rest = rest.trim();

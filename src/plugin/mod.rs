@@ -300,6 +300,17 @@ pub(crate) fn run<T: serde::de::DeserializeOwned>(
 
 /// Validates any of the four documents against its schema and semantic rules, discarding the
 /// typed value.
+/// A lowercase DNS label (RFC 1123): 1–63 of `a-z`, `0-9`, `-`, not starting or ending with
+/// `-`. The grammar of publisher names (the publisher record's `name`), tenant names and the
+/// runner service's slot names.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 pub fn validate_document(schema: Schema, json: &Value) -> Result<(), ValidationErrors> {
     match schema {
         Schema::PluginManifest => validate(json, None).map(drop),

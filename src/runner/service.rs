@@ -86,12 +86,7 @@ impl From<RunError> for ApiError {
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if crate::plugin::is_dns_label(name) {
         Ok(())
     } else {
         Err(ApiError(
@@ -855,13 +850,7 @@ mod tests {
                 let content = response["content"].as_object().expect("content");
                 assert_eq!(content.keys().collect::<Vec<_>>(), ["application/json"], "{what} {status}");
                 let media = &content["application/json"];
-                assert_eq!(media["schema"]["$ref"], "#/components/schemas/ErrorBody", "{what} {status}");
-                let examples = media["examples"].as_object().unwrap_or_else(|| panic!("{what} {status}: examples"));
-                assert!(!examples.is_empty(), "{what} {status}: an example per code");
-                for (code, example) in examples {
-                    assert_eq!(example["value"]["error"]["code"], code.as_str(), "{what} {status}: example {code}");
-                    assert!(codes.contains(code.as_str()), "{what} {status}: {code} is not an ErrorCode");
-                }
+                crate::catalog::openapi::assert_error_media(&format!("{what} {status}"), media, &codes);
             }
         }
     }

@@ -450,3 +450,36 @@ pub fn first_party_config(dir: &Path) -> String {
     .unwrap();
     config.to_str().unwrap().to_string()
 }
+
+/// A copy of the json-transform plugin directory published as `publisher` at `version`.
+pub fn third_party_plugin(dir: &Path, publisher: &str, version: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/plugins/json-transform");
+    let dst = dir.join(format!("{publisher}-json-transform-{version}"));
+    std::fs::create_dir_all(&dst).unwrap();
+    let mut m: Value = serde_json::from_slice(&std::fs::read(src.join("plugin.json")).unwrap()).unwrap();
+    m["publisher"] = json!(publisher);
+    m["version"] = json!(version);
+    std::fs::write(dst.join("plugin.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    dst
+}
+
+/// `berth publish` of `plugin_dir` with json-transform's binary to `host`, signed with
+/// `<dir>/<key>.key`, pushing as registry user `user`; returns the reference by digest.
+pub fn publish_as(dir: &Path, host: &str, plugin_dir: &Path, key: &str, user: &str, password: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .current_dir(dir)
+        .env("BERTH_LOG", "warn")
+        .env("COSIGN_PASSWORD", "test-password")
+        .env("BERTH_REGISTRY_USER", user)
+        .env("BERTH_REGISTRY_PASSWORD", password)
+        .args(["publish", plugin_dir.to_str().unwrap(), "--registry", host, "--json", "--key"])
+        .arg(format!("{key}.key"))
+        .arg("--binary")
+        .arg(plugin_binary("json-transform"))
+        .arg("--cargo-lock")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
+    v["reference"].as_str().unwrap().to_string()
+}

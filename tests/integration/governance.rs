@@ -40,38 +40,6 @@ conformance = false
     BerthProcess::spawn(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
-/// A copy of the json-transform plugin directory published as `publisher` at `version`.
-fn third_party_plugin(dir: &Path, publisher: &str, version: &str) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/plugins/json-transform");
-    let dst = dir.join(format!("{publisher}-json-transform-{version}"));
-    std::fs::create_dir_all(&dst).unwrap();
-    let mut m: Value = serde_json::from_slice(&std::fs::read(src.join("plugin.json")).unwrap()).unwrap();
-    m["publisher"] = json!(publisher);
-    m["version"] = json!(version);
-    std::fs::write(dst.join("plugin.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    dst
-}
-
-/// `berth publish` of `plugin_dir` signed with `<dir>/<key>.key`, as registry user `user`.
-fn publish(dir: &Path, host: &str, plugin_dir: &Path, key: &str, user: &str, password: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .current_dir(dir)
-        .env("BERTH_LOG", "warn")
-        .env("COSIGN_PASSWORD", "test-password")
-        .env("BERTH_REGISTRY_USER", user)
-        .env("BERTH_REGISTRY_PASSWORD", password)
-        .args(["publish", plugin_dir.to_str().unwrap(), "--registry", host, "--json", "--key"])
-        .arg(format!("{key}.key"))
-        .arg("--binary")
-        .arg(plugin_binary("json-transform"))
-        .arg("--cargo-lock")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
-    v["reference"].as_str().unwrap().to_string()
-}
-
 /// `berth policy explain REF --json` for a third-party-allowed policy, trusting only the
 /// server's catalog root key (no publisher key).
 fn explain(dir: &Path, reference: &str) -> Value {
@@ -208,7 +176,7 @@ async fn curated_mode_registration_approval_tokens_keys_and_lifecycle() {
     assert_eq!(api.post("/api/v1/publishers/acme/tokens", Auth::Admin, json!({})).await.0, 409);
 
     // An unapproved publisher's plugin, pushed by the operator account, is never listed.
-    let v1 = publish(d, &host, &third_party_plugin(d, "acme", "0.1.0"), "acme", "admin", ADMIN_PASSWORD);
+    let v1 = publish_as(d, &host, &third_party_plugin(d, "acme", "0.1.0"), "acme", "admin", ADMIN_PASSWORD);
     api.verified_once(&digest_of(&v1)).await;
     let (_, found) = api.get("/api/v1/search?publisher=acme", Auth::None).await;
     assert_eq!(found["total"], 0, "unapproved publisher listed: {found:#}");
@@ -353,7 +321,7 @@ async fn curated_mode_registration_approval_tokens_keys_and_lifecycle() {
         b["submissions"][0]["signed"] == false
     })
     .await;
-    let v2 = publish(d, &host, &third_party_plugin(d, "acme", "0.2.0"), "acme2", "acme", &token);
+    let v2 = publish_as(d, &host, &third_party_plugin(d, "acme", "0.2.0"), "acme2", "acme", &token);
     let latest = api
         .wait("/api/v1/search?publisher=acme", Auth::None, "0.2.0 listed", |b| {
             b["hits"][0]["version"]["version"] == "0.2.0" && b["hits"][0]["version"]["verified"] == true
@@ -433,7 +401,7 @@ async fn first_party_mode_lists_no_third_party_plugin() {
     assert_eq!(s, 403, "{b}");
     assert_eq!(b["error"]["code"], "registration_closed");
 
-    let v1 = publish(d, &host, &third_party_plugin(d, "acme", "0.1.0"), "acme", "admin", ADMIN_PASSWORD);
+    let v1 = publish_as(d, &host, &third_party_plugin(d, "acme", "0.1.0"), "acme", "admin", ADMIN_PASSWORD);
     api.verified_once(&digest_of(&v1)).await;
     let (_, found) = api.get("/api/v1/search?q=json", Auth::None).await;
     assert!(

@@ -2,7 +2,7 @@
 //! curated mode: the whole publisher flow through the command line, and its refusals.
 
 use crate::common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 
@@ -67,27 +67,7 @@ fn refused(out: &Output, what: &str, parts: &[&str]) {
 /// Publishes artifacts/plugins/json-transform as `acme/json-transform` signed with
 /// `<dir>/acme.key`, pushing with the publisher's token; returns the reference by digest.
 fn publish_as_acme(dir: &Path, host: &str, token: &str) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/plugins/json-transform");
-    let plugin = dir.join("acme-json-transform");
-    std::fs::create_dir_all(&plugin).unwrap();
-    let mut m: Value = serde_json::from_slice(&std::fs::read(src.join("plugin.json")).unwrap()).unwrap();
-    m["publisher"] = json!("acme");
-    m["version"] = json!("0.1.0");
-    std::fs::write(plugin.join("plugin.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .current_dir(dir)
-        .env("BERTH_LOG", "warn")
-        .env("COSIGN_PASSWORD", "test-password")
-        .env("BERTH_REGISTRY_USER", "acme")
-        .env("BERTH_REGISTRY_PASSWORD", token)
-        .args(["publish", plugin.to_str().unwrap(), "--registry", host, "--json", "--key", "acme.key", "--binary"])
-        .arg(plugin_binary("json-transform"))
-        .arg("--cargo-lock")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
-    v["reference"].as_str().unwrap().to_string()
+    publish_as(dir, host, &third_party_plugin(dir, "acme", "0.1.0"), "acme", "acme", token)
 }
 
 #[test]

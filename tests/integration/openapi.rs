@@ -417,20 +417,6 @@ async fn answers_along_the_catalog_flows_match_the_document() {
 /// `berth publish` of the first-party json-transform, signed with `<dir>/publisher.key`, as
 /// the operator account; returns the reference by digest.
 fn publish_as_admin(dir: &Path, host: &str) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .current_dir(dir)
-        .env("BERTH_LOG", "warn")
-        .env("COSIGN_PASSWORD", "test-password")
-        .env("BERTH_REGISTRY_USER", "admin")
-        .env("BERTH_REGISTRY_PASSWORD", ADMIN_PASSWORD)
-        .args(["publish", root.join("artifacts/plugins/json-transform").to_str().unwrap()])
-        .args(["--registry", host, "--json", "--key", "publisher.key", "--binary"])
-        .arg(plugin_binary("json-transform"))
-        .arg("--cargo-lock")
-        .arg(root.join("Cargo.lock"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&ok(&out, "berth publish")).unwrap();
-    v["reference"].as_str().unwrap().to_string()
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/plugins/json-transform");
+    publish_as(dir, host, &plugin, "publisher", "admin", ADMIN_PASSWORD)
 }
