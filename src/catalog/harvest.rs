@@ -656,6 +656,21 @@ fn embedded_candidates(store: &Arc<FsStore>, repo: &str) -> Result<Vec<Candidate
     Ok(out)
 }
 
+/// Every plugin image (one a plugin manifest artifact refers to, tagged or not) in the
+/// embedded store's repositories whose names start with `prefix`: (repository, digest). It
+/// reads the store's files: call it off the async workers.
+pub fn embedded_plugin_images(store: &Arc<FsStore>, prefix: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for repository in store.repositories().unwrap_or_default().into_iter().filter(|r| r.starts_with(prefix)) {
+        for c in embedded_candidates(store, &repository).unwrap_or_default() {
+            if c.referrers.as_ref().is_some_and(|rs| rs.iter().any(is_plugin_manifest)) {
+                found.push((repository.clone(), c.image.digest().to_string()));
+            }
+        }
+    }
+    found
+}
+
 /// Blobs at most this large are read in place during an embedded walk.
 const READ_IN_PLACE: u64 = 256 * 1024;
 

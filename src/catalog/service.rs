@@ -230,12 +230,24 @@ impl Catalog {
         // refreshed through the one queue all refreshes go through: a report landing meanwhile
         // is never overwritten by this older view.
         let prefix = format!("{publisher}/");
-        let all = HarvestSettings { listing: None, ..HarvestSettings::clone(&self.settings()) };
-        let mut images: Vec<(String, String)> = Vec::new();
-        super::harvest::walk_matching(&source, &all, &|r| r.starts_with(&prefix), &|_, _, _| {}, &mut |v| {
-            images.push((v.repository, v.digest))
-        })
-        .await?;
+        let mut images: Vec<(String, String)> = match &self.store {
+            // The store says which images are plugins without harvesting them (the refreshes do).
+            Some(store) => {
+                let store = Arc::clone(store);
+                tokio::task::spawn_blocking(move || super::harvest::embedded_plugin_images(&store, &prefix))
+                    .await
+                    .map_err(|e| CatalogError::Harvest(super::harvest::HarvestError::Task(e.to_string())))?
+            }
+            None => {
+                let all = HarvestSettings { listing: None, ..HarvestSettings::clone(&self.settings()) };
+                let mut found = Vec::new();
+                super::harvest::walk_matching(&source, &all, &|r| r.starts_with(&prefix), &|_, _, _| {}, &mut |v| {
+                    found.push((v.repository, v.digest))
+                })
+                .await?;
+                found
+            }
+        };
         images.extend(self.index.publisher_versions(publisher)?);
         for image in images {
             self.pending.touch(image);

@@ -228,7 +228,9 @@ impl Verification {
             if e.target.tag.as_deref() == Some(crate::catalog::records::CURRENT) {
                 // A scan of the store's files: off the event task.
                 let (store, publisher) = (Arc::clone(&self.registry.store), publisher.to_string());
-                let images = tokio::task::spawn_blocking(move || plugin_images_of(&store, &publisher));
+                let images = tokio::task::spawn_blocking(move || {
+                    crate::catalog::harvest::embedded_plugin_images(&store, &format!("{publisher}/"))
+                });
                 for (repository, image) in images.await.unwrap_or_default() {
                     self.pending.touch((repository, image));
                 }
@@ -494,27 +496,6 @@ struct RerunBody {
     /// `repository` (or `host/repository`) holding the digest; defaults to the last job's.
     #[serde(default)]
     repository: Option<String>,
-}
-
-/// Every tagged plugin image under `publisher/` in the embedded store: (repository, digest).
-fn plugin_images_of(store: &crate::content::FsStore, publisher: &str) -> Vec<(String, String)> {
-    let prefix = format!("{publisher}/");
-    let mut found = Vec::new();
-    for repository in store.repositories().unwrap_or_default().into_iter().filter(|r| r.starts_with(&prefix)) {
-        let mut seen = std::collections::HashSet::new();
-        for tag in store.tags(&repository).unwrap_or_default() {
-            let Ok(tag_ref) = crate::content::Reference::parse(&tag) else { continue };
-            let Ok(digest) = store.resolve(&repository, &tag_ref) else { continue };
-            let is_plugin = store.referrers(&repository, &digest).is_ok_and(|rs| {
-                rs.iter()
-                    .any(|d| d.artifact_type().as_ref().is_some_and(|a| a.to_string() == PLUGIN_MANIFEST_MEDIA_TYPE))
-            });
-            if is_plugin && seen.insert(digest.clone()) {
-                found.push((repository.clone(), digest.to_string()));
-            }
-        }
-    }
-    found
 }
 
 fn repository_of(reference: &str) -> String {
